@@ -1,0 +1,151 @@
+"""Rows -> tables, summary.md and plots. The only place results become DataFrames.
+
+Everything here reads the run folder's files, so ``python -m bench report RUN_DIR`` re-renders a
+finished run exactly as the run itself did.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on benchmark machines
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from bench.results import CurveRow, RunError, TrialRow, atomic_write_text, columns, read_json, read_rows  # noqa: E402
+
+
+def frame(rows: list[Any], cls: type) -> pd.DataFrame:
+    return pd.DataFrame([[getattr(r, c) for c in columns(cls)] for r in rows], columns=columns(cls))
+
+
+def trial_summary(trials: pd.DataFrame) -> pd.DataFrame:
+    """One line per trial: reach rate and medians over seeds (time/steps over reached seeds only)."""
+    def per_trial(g: pd.DataFrame) -> pd.Series:
+        hit = g[g.status == "reached"]
+        return pd.Series({
+            "schedule": g.schedule.iloc[0],
+            "target_acc": g.target_acc.iloc[0],
+            "reached": f"{len(hit)}/{len(g)}",
+            "time_to_target_s": hit.time_to_target_s.astype(float).median() if len(hit) else float("nan"),
+            "steps_to_target": hit.steps_to_target.astype(float).median() if len(hit) else float("nan"),
+            "epochs_to_target": hit.epochs_to_target.astype(float).median() if len(hit) else float("nan"),
+            "best_test_acc": g.best_test_acc.max(),
+            "train_imgs_per_s": g.train_imgs_per_s.median(),
+            "compile_time_s": g.compile_time_s.median(),
+        })
+    order = list(dict.fromkeys(trials.trial))
+    return trials.groupby("trial", sort=False).apply(per_trial, include_groups=False).loc[order]
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if isinstance(v, float):
+        return "-" if pd.isna(v) else f"{v:,.{digits}f}"
+    return str(v)
+
+
+def summary_table(summary: pd.DataFrame, title: str) -> Table:
+    t = Table(title=title)
+    for col in ("trial", "reached", "median time-to-target (s)", "median steps", "best acc", "img/s"):
+        t.add_column(col, justify="left" if col == "trial" else "right")
+    for name, r in summary.iterrows():
+        t.add_row(str(name), r.reached, _fmt(r.time_to_target_s), _fmt(r.steps_to_target, 0),
+                  _fmt(r.best_test_acc, 4), _fmt(r.train_imgs_per_s, 0))
+    return t
+
+
+def markdown(df: pd.DataFrame, digits: int = 4) -> str:
+    """A plain Markdown table (no tabulate dependency)."""
+    df = df.reset_index() if df.index.name else df
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def plot_curves(curves: pd.DataFrame, path: Path) -> None:
+    """LR, momentum, training loss and test accuracy against steps (top) and training seconds
+    (bottom); one colour per trial, one line per seed."""
+    panels = [("lr", "learning rate"), ("momentum", "momentum"), ("train_loss", "train loss"),
+              ("test_acc", "test accuracy")]
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (trial, g) in enumerate(curves.groupby("trial", sort=False)):
+        for j, (seed, s) in enumerate(g.groupby("seed")):
+            for row, x in enumerate(("step", "train_time_s")):
+                for col, (y, _) in enumerate(panels):
+                    axes[row][col].plot(s[x], s[y], color=colours[i % len(colours)], alpha=0.85,
+                                        label=trial if j == 0 else None)
+    for row, xlabel in enumerate(("step", "training seconds")):
+        for col, (_, ylabel) in enumerate(panels):
+            ax = axes[row][col]
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+    axes[0][3].legend()
+    axes[0][2].set_yscale("log")
+    axes[1][2].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -> pd.DataFrame:
+    """summary.md and curves.png for a `bench run` folder; prints the table. Returns the summary."""
+    env = read_json(run_dir / "env.json")
+    trials = frame(read_rows(run_dir / "trials.csv", TrialRow), TrialRow)
+    curves_path = run_dir / "curves.csv"
+    curves = frame(read_rows(curves_path, CurveRow), CurveRow) if curves_path.exists() else pd.DataFrame()
+    summary = trial_summary(trials) if len(trials) else pd.DataFrame()
+    plan = env.get("plan", {})
+    hw = env.get("env", {})
+    title = (f"{run_dir.name}: profile {plan.get('profile')} on {hw.get('gpu') or hw.get('cpu')} "
+             f"({plan.get('pipeline')} pipeline, {plan.get('settings', {}).get('precision')}), "
+             f"target {plan.get('target')}")
+    if console is not None and len(summary):
+        console.print(summary_table(summary, title))
+    if len(curves):
+        plot_curves(curves, run_dir / "curves.png")
+    lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
+    if len(summary):
+        lines += ["## Time to target (medians over seeds that reached it)", "", markdown(summary), ""]
+    if len(trials):
+        lines += ["## Trials", "", markdown(trials.drop(columns=["run_id"])), ""]
+    if len(curves):
+        lines += ["![curves](curves.png)", ""]
+    lines += ["## Environment", "", "```json", _env_text(env), "```", ""]
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines))
+    return summary
+
+
+def _env_text(env: dict[str, Any]) -> str:
+    import json
+    return json.dumps(env.get("env", {}), indent=2, default=str)
+
+
+def plot_schedule(name: str, schedule: Any, steps: int, path: Path) -> None:
+    xs = range(steps)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.plot(xs, [schedule.lr(i) for i in xs])
+    b.plot(xs, [schedule.momentum(i) for i in xs], color="tab:orange")
+    a.set(title=f"{name}: learning rate", xlabel="step")
+    b.set(title=f"{name}: momentum", xlabel="step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+# kind recorded in env.json -> renderer; other commands register theirs here
+RENDERERS = {"run": render_run}
+
+
+def render_any(run_dir: Path, console: Console) -> None:
+    if not (run_dir / "env.json").is_file():
+        raise RunError(f"{run_dir}: not a run folder (no env.json)")
+    kind = read_json(run_dir / "env.json").get("kind")
+    if kind not in RENDERERS:
+        raise RunError(f"{run_dir}/env.json: unknown run kind {kind!r}")
+    RENDERERS[kind](run_dir, console)

@@ -1,0 +1,199 @@
+"""One timed training trial: warm up off the clock, reset, train to a step budget or a target.
+
+Read top to bottom: ``train_trial`` builds the step, warms it up (compilation happens here),
+restores the initial weights, then runs the timed loop. The training clock runs only while
+training steps run; it stops, device-synchronized, at every evaluation point and restarts after.
+Inside the timed loop nothing waits for the device except at evaluation points (marked).
+"""
+
+import copy
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sc_fast.pipeline import Pipeline
+from sc_fast.schedules import Schedule
+from sc_fast.timing import Stopwatch, synchronize
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int
+    eval_every: int  # steps between evaluations; the last step is always evaluated
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    label_smoothing: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 adds a grad scaler)
+    compile: str = "off"  # one of COMPILE_MODES
+    warmup_steps: int = 3  # off the clock; compiles the step, then state is reset
+    target_acc: float | None = None
+    stop_at_target: bool = False
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    step: int
+    epoch: float
+    lr: float
+    momentum: float
+    train_loss: float  # mean over the steps since the previous evaluation
+    test_loss: float
+    test_acc: float
+    train_time_s: float  # training clock at this point
+    wall_time_s: float  # wall clock since the first timed step, evaluations included
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    status: str  # reached | not_reached | diverged
+    steps_run: int
+    train_time_s: float
+    compile_time_s: float
+    eval_time_s: float
+    train_images: int
+    best_test_acc: float
+    final_test_acc: float
+    curve: tuple[EvalPoint, ...]
+    reached_at: EvalPoint | None  # the first evaluation at or above target
+
+
+def build_optimizer(model: nn.Module, schedule: Schedule, cfg: TrainConfig) -> torch.optim.SGD:
+    # foreach: one fused launch per parameter group instead of one per tensor.
+    return torch.optim.SGD(model.parameters(), lr=schedule.lr(0), momentum=schedule.momentum(0),
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, foreach=True)
+
+
+def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+              device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training step; returns the loss as a device tensor (no sync)."""
+    dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    forward = model if cfg.compile == "off" else torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = F.cross_entropy(forward(x), y, label_smoothing=cfg.label_smoothing)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    step.forward = forward  # type: ignore[attr-defined]  # evaluation reuses the compiled model
+    return step
+
+
+def set_hyperparams(optimizer: torch.optim.Optimizer, schedule: Schedule, step: int) -> None:
+    # Python floats into the param groups: no device work, no sync.
+    for group in optimizer.param_groups:
+        group["lr"] = schedule.lr(step)
+        group["momentum"] = schedule.momentum(step)
+
+
+@torch.no_grad()
+def evaluate(forward: Callable, model: nn.Module, pipeline: Pipeline, cfg: TrainConfig,
+             device: torch.device) -> tuple[float, float]:
+    """(test loss, test accuracy) over the pipeline's evaluation set."""
+    model.eval()
+    dtype = PRECISIONS[cfg.precision]
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    n = 0
+    for x, y in pipeline.eval_batches():
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = forward(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    model.train()
+    # Sync point: one host read for the whole evaluation.
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _warm_up(step_fn: Callable, model: nn.Module, pipeline: Pipeline, cfg: TrainConfig,
+             device: torch.device) -> float:
+    """Runs the step (and one evaluation) so compilation and autotuning happen off the clock."""
+    t0 = time.perf_counter()
+    batches = pipeline.train_batches(0)
+    for _ in range(cfg.warmup_steps):
+        x, y = next(batches)
+        step_fn(x, y)
+    if cfg.warmup_steps:
+        evaluate(step_fn.forward, model, pipeline, cfg, device)
+    synchronize(device)
+    return time.perf_counter() - t0
+
+
+def _stream(pipeline: Pipeline, max_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches across epochs, ``max_steps`` of them."""
+    return itertools.islice(itertools.chain.from_iterable(
+        pipeline.train_batches(epoch) for epoch in itertools.count()), max_steps)
+
+
+def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: TrainConfig,
+                device: torch.device, on_eval: Callable[[EvalPoint], None] | None = None,
+                on_step: Callable[[int], None] | None = None) -> TrialOutcome:
+    """``on_step(step)`` runs on the host after each step is queued (no sync): progress display."""
+    model.train()
+    initial = copy.deepcopy(model.state_dict())
+    optimizer = build_optimizer(model, schedule, cfg)
+    step_fn = make_step(model, optimizer, cfg, device)
+    compile_time_s = _warm_up(step_fn, model, pipeline, cfg, device)
+
+    # Reset: warm-up must never train the measured model. load_state_dict copies in place, so the
+    # compiled graph stays valid; optimizer state (momentum buffers) is simply dropped.
+    model.load_state_dict(initial)
+    optimizer.state.clear()
+
+    clock, curve = Stopwatch(device), []
+    eval_time_s, loss_sum, since_eval = 0.0, torch.zeros((), device=device), 0
+    status, reached_at, step = "not_reached", None, 0
+    wall0 = time.perf_counter()
+    clock.start()  # ---- the training clock starts here ----
+    for step, (x, y) in enumerate(_stream(pipeline, cfg.max_steps), start=1):
+        set_hyperparams(optimizer, schedule, step - 1)
+        loss_sum += step_fn(x, y)
+        since_eval += 1
+        if on_step:
+            on_step(step)
+        if step % cfg.eval_every and step < cfg.max_steps:
+            continue
+        train_time_s = clock.stop()  # ---- clock paused (sync point) ----
+        t_eval = time.perf_counter()
+        train_loss = loss_sum.item() / since_eval  # sync point (already synced by stop())
+        test_loss, test_acc = evaluate(step_fn.forward, model, pipeline, cfg, device)
+        eval_time_s += time.perf_counter() - t_eval
+        point = EvalPoint(step, step / pipeline.steps_per_epoch, schedule.lr(step - 1),
+                          schedule.momentum(step - 1), train_loss, test_loss, test_acc,
+                          train_time_s, time.perf_counter() - wall0)
+        curve.append(point)
+        if on_eval:
+            on_eval(point)
+        loss_sum.zero_()
+        since_eval = 0
+        if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            status = status if reached_at else "diverged"
+            break
+        if reached_at is None and cfg.target_acc is not None and test_acc >= cfg.target_acc:
+            status, reached_at = "reached", point
+            if cfg.stop_at_target:
+                break
+        if step < cfg.max_steps:
+            clock.start()  # ---- clock resumes ----
+
+    accs = [p.test_acc for p in curve if math.isfinite(p.test_acc)]
+    return TrialOutcome(status=status, steps_run=step, train_time_s=clock.total_s,
+                        compile_time_s=compile_time_s, eval_time_s=eval_time_s,
+                        train_images=step * pipeline.batch_size,
+                        best_test_acc=max(accs, default=float("nan")),
+                        final_test_acc=curve[-1].test_acc if curve else float("nan"),
+                        curve=tuple(curve), reached_at=reached_at)
