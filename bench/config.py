@@ -10,7 +10,7 @@ import json
 import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ LR_FIND_FIELDS: dict[str, Field] = {
 THROUGHPUT_FIELDS: dict[str, Field] = {
     "steps": ("int", _positive), "warmup": ("int", _non_negative), "repeats": ("int", _positive),
     "default_cases": ("list[str]", _any), "baseline_case": ("str", _any),
+    # the CPU is ~50x slower than a GPU: the same statistics from fewer steps
+    "cpu_steps": ("int", _positive), "cpu_warmup": ("int", _non_negative),
+    "cpu_repeats": ("int", _positive),
 }
 CASE_FIELDS: dict[str, Field] = {
     "description": ("str", _any), "batch_size": ("int", _positive),
@@ -121,6 +124,7 @@ CASE_FIELDS: dict[str, Field] = {
     "compile": ("str", _one_of(*COMPILE_MODES)),
     "pipeline": ("str", _one_of("synthetic", "torch", "dali", "torchvision")),
     "model": ("bool", _any), "device": ("str", _one_of("cuda", "cpu")),
+    "steps": ("int", _positive),  # timed steps per repeat for this case (cheap loader steps: more)
 }
 
 
@@ -241,9 +245,17 @@ def _require(values: Mapping[str, Any], keys: Any, where: str, path: Path) -> No
             raise ConfigError(f"{path}: missing key {where}.{k}")
 
 
+def _required_schedule_keys(kind: str) -> list[str]:
+    """Config names of the schedule's parameters that have no default (total_steps comes from steps)."""
+    inverse = {v: k for k, v in _RENAME.items()}
+    return [inverse.get(f.name, f.name) for f in fields(KINDS[kind])
+            if f.init and f.default is MISSING and f.default_factory is MISSING and f.name != "total_steps"]
+
+
 def _trial(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -> TrialSpec:
     where = f"trials.{name}"
     table = _table(raw, where, path)
+    _require(table, ("schedule",), where, path)
     kind = table.get("schedule")
     aliases = {"1cycle": "onecycle", "triangular": "clr"}
     kind = aliases.get(kind, kind)
@@ -252,6 +264,7 @@ def _trial(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -> Tria
                           f"got {table.get('schedule')!r}")
     sched = _read({k: v for k, v in table.items() if k in SCHEDULE_FIELDS[kind]},
                   SCHEDULE_FIELDS[kind], where, path)
+    _require(sched, _required_schedule_keys(kind), where, path)
     train = _read({k: v for k, v in table.items() if k not in SCHEDULE_FIELDS[kind]},
                   TRAIN_FIELDS, where, path, extra=("schedule", "description"))
     merged = {**defaults, **train}

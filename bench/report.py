@@ -15,7 +15,8 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from bench.results import CurveRow, RunError, TrialRow, atomic_write_text, columns, read_json, read_rows  # noqa: E402
+from bench.results import (CurveRow, RunError, ThroughputRow, TrialRow, atomic_write, atomic_write_text, columns,  # noqa: E402
+                           read_json, read_rows)
 
 
 def frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -89,7 +90,7 @@ def plot_curves(curves: pd.DataFrame, path: Path) -> None:
     axes[0][2].set_yscale("log")
     axes[1][2].set_yscale("log")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
@@ -134,12 +135,85 @@ def plot_schedule(name: str, schedule: Any, steps: int, path: Path) -> None:
     a.set(title=f"{name}: learning rate", xlabel="step")
     b.set(title=f"{name}: momentum", xlabel="step")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
+
+
+def render_lr_find(run_dir: Path, console: Console | None) -> None:
+    """summary.md, lr_find.png and the suggestions table of a `bench lr-find` folder."""
+    from bench.lrfind import render  # the range test's rendering lives with its command
+    render(run_dir, console)
+
+
+def _num(v: Any, digits: int = 1, pct: bool = False) -> str:
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{v:+.1%}" if pct else f"{v:,.{digits}f}"
+
+
+def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
+    """throughput.csv as the strings shown in the table and summary.md."""
+    setup = [" ".join([p, "CL" if cl else "NCHW"] + ([] if c == "off" else [f"compile:{c}"]))
+             for p, cl, c in zip(df.precision, df.channels_last, df.compile, strict=True)]
+    out = pd.DataFrame({
+        "case": df.case, "pipeline": df.pipeline.where(df.model, df.pipeline + " alone"),
+        "setup": setup, "batch": df.batch_size.astype(str), "steps": df.steps.astype(str),
+        "img/s": df.imgs_per_s.map(_num), "x base": df.ratio_to_baseline.map(lambda v: _num(v, 2)),
+        "step ms": df.step_ms_median.map(_num),
+        "p10-p90 ms": [f"{_num(a)}-{_num(b)}" if a is not None and not pd.isna(a) else "-"
+                       for a, b in zip(df.step_ms_p10, df.step_ms_p90, strict=True)],
+        "warm-up s": df.warmup_s.map(_num), "peak MiB": df.peak_mem_mib.map(lambda v: _num(v, 0)),
+        "status": df.status,
+    })
+    if df.baseline_imgs_per_s.notna().any():
+        out["baseline img/s"] = df.baseline_imgs_per_s.map(_num)
+        out["delta"] = [_num(d, pct=True) + (" REGRESSION" if limit is not None and d is not None
+                                             and not pd.isna(d) and d < -limit else "") for d in df.delta]
+    return out
+
+
+def print_wide(console: Console, table: Table) -> None:
+    """Logs and CI are not terminals and get 80 columns: widen the console for this table only,
+    so its columns keep their text instead of ellipses."""
+    narrow = console.width
+    if not console.is_terminal:
+        console.width = max(narrow, 200)
+    try:
+        console.print(table)
+    finally:
+        console.width = narrow
+
+
+def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
+    """summary.md and the table of a `bench throughput` folder. Returns throughput.csv's frame."""
+    env = read_json(run_dir / "env.json")
+    df = frame(read_rows(run_dir / "throughput.csv", ThroughputRow), ThroughputRow)
+    s, base = env.get("settings", {}), env.get("baseline") or {}
+    limit = base.get("max_regression")
+    title = (f"{run_dir.name}: throughput on {env.get('device_name')}; img/s = median of {s.get('repeats')} "
+             f"repeats of `steps` timed steps, after {s.get('warmup')} warm-up steps")
+    shown = throughput_display(df, limit)
+    if console is not None:
+        table = Table(title=title)
+        for col in shown.columns:
+            table.add_column(col, justify="left" if col in ("case", "pipeline", "setup", "status") else "right")
+        for row in shown.itertuples(index=False):
+            table.add_row(*row)
+        print_wide(console, table)
+    notes = [f"- {r.case}: {r.status}: {r.error}" for r in df.itertuples() if r.status != "ok"]
+    lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
+    if base:
+        lines += [f"Compared with baseline run `{base.get('run_id')}`; a case slower by more than "
+                  f"{limit:.0%} is a regression.", ""]
+    lines += [markdown(shown), "", *notes, "", "## Environment", "", "```json", _env_text(env), "```", ""]
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines))
+    return df
 
 
 # kind recorded in env.json -> renderer; other commands register theirs here
 RENDERERS = {"run": render_run}
+RENDERERS["lr_find"] = render_lr_find
+RENDERERS["throughput"] = render_throughput
 
 
 def render_any(run_dir: Path, console: Console) -> None:

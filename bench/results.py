@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -68,6 +69,52 @@ class CurveRow:
     wall_time_s: float
 
 
+@dataclass(frozen=True)
+class LrFindRow:
+    """One step of an LR range test (lr_find.csv): SPEC's four columns first. ``ramp`` tells the
+    exponential (fastai) test from the linear (paper) one; test_* only on the linear test's
+    evaluation steps, empty elsewhere."""
+
+    step: int
+    lr: float
+    loss: float
+    smoothed_loss: float
+    ramp: str  # exponential | linear
+    test_loss: float | None
+    test_acc: float | None
+
+
+@dataclass(frozen=True)
+class ThroughputRow:
+    """One throughput case (throughput.csv): SPEC's columns first. Metrics are empty unless
+    ``status`` is ok; baseline_imgs_per_s and delta (img/s vs the baseline run's, -0.05 = 5%
+    slower) only when the run was compared with ``--baseline``."""
+
+    run_id: str
+    case: str
+    device: str
+    pipeline: str  # synthetic | torch | dali | torchvision
+    precision: str
+    channels_last: bool
+    compile: str
+    batch_size: int
+    steps: int  # timed steps per repeat
+    imgs_per_s: float | None  # median over repeats
+    step_ms_median: float | None  # over every timed step of every repeat
+    step_ms_p10: float | None
+    step_ms_p90: float | None
+    ratio_to_baseline: float | None  # imgs_per_s / the baseline case's, same run
+    model: bool  # false: the input pipeline alone, no training step
+    warmup: int
+    repeats: int
+    warmup_s: float | None  # warm-up and compilation, off the clock
+    peak_mem_mib: float | None  # CUDA: max allocated; CPU: process peak RSS during the case
+    status: str  # ok | error | skipped
+    error: str  # why it errored or was skipped
+    baseline_imgs_per_s: float | None
+    delta: float | None
+
+
 def columns(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
@@ -80,17 +127,25 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary file beside ``path``, which is then renamed onto it."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must never publish a file the disk does not hold
+    atomic_write(path, write)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -123,12 +178,20 @@ def read_rows(path: Path, cls: type[T]) -> list[T]:
     """Rows of a CSV written by ``write_rows``; RunError names the file and row if damaged."""
     try:
         with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = set(columns(cls)) - set(reader.fieldnames or [])
-            if missing:
-                raise RunError(f"{path}: missing columns {', '.join(sorted(missing))}")
-            return [cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls)})
-                    for row in reader]
+            text = f.read()
+        if not text.endswith("\n"):  # write_rows ends every file with a line end
+            raise RunError(f"{path}: {'empty' if not text else 'truncated (its last line is incomplete)'}")
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        missing = set(columns(cls)) - set(reader.fieldnames or [])
+        if missing:
+            raise RunError(f"{path}: missing columns {', '.join(sorted(missing))}")
+        rows = []
+        for row in reader:
+            if None in row or None in row.values():
+                raise RunError(f"{path}: damaged (line {reader.line_num} does not have "
+                               f"{len(reader.fieldnames or [])} fields)")
+            rows.append(cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls)}))
+        return rows
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, TypeError, csv.Error) as e:
@@ -151,8 +214,11 @@ def new_run_dir(out: Path, slug: str) -> Path:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path}: damaged JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise RunError(f"{path}: damaged (a JSON {type(obj).__name__}, not an object)")
+    return obj

@@ -5,9 +5,12 @@ A run folder holds ``env.json`` (environment, resolved config, the plan, the run
 and runs only the (trial, seed) pairs without a row; a trial that was cut off starts from scratch.
 """
 
+import contextlib
 import math
+import signal
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,10 @@ def write_env(run_dir: Path, cfg: Config | None, plan: Plan, state: str, extra: 
 
 
 def load_plan(run_dir: Path) -> Plan:
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a run folder (no such folder)")
+    if not (run_dir / "env.json").is_file():
+        raise RunError(f"{run_dir}: not a run folder (no env.json)")
     env = read_json(run_dir / "env.json")
     if env.get("kind") != "run" or "plan" not in env:
         raise RunError(f"{run_dir}: not a `bench run` folder (env.json has no plan)")
@@ -129,17 +136,57 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"[:500]
 
 
+def existing(run_dir: Path) -> tuple[list[TrialRow], list[CurveRow]]:
+    """The rows on disk (RunError if a file is damaged). Curves of a trial without a row belong to
+    a cut-off attempt and are dropped: a rerun starts from scratch, never stitched."""
+    trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
+    rows = read_rows(trials_csv, TrialRow) if trials_csv.exists() else []
+    curves = read_rows(curves_csv, CurveRow) if curves_csv.exists() else []
+    done = [(r.trial, r.seed) for r in rows]
+    for key in done:
+        if done.count(key) > 1:
+            raise RunError(f"{trials_csv}: damaged (two rows for trial {key[0]!r} seed {key[1]})")
+    return rows, [c for c in curves if (c.trial, c.seed) in set(done)]
+
+
+def pending(run_dir: Path, plan: Plan) -> list[tuple[TrialSpec, int]]:
+    """The plan's (trial, seed) pairs without a row yet; reads (and so checks) the result files."""
+    done = {(r.trial, r.seed) for r in existing(run_dir)[0]}
+    return [(t, s) for t, s in plan.pairs() if (t.name, s) not in done]
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT/SIGTERM arriving inside the block take effect when it ends: a finished trial's curves
+    and row are written together, never one without the other."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in old.items():
+        if handler is not None:  # None: installed outside Python, left alone
+            signal.signal(s, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            if handler is not None:
+                signal.signal(s, handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
 def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[TrialRow]:
     """Runs the plan's missing trials; returns all rows. KeyboardInterrupt propagates after the
     finished trials are on disk."""
     run_id = run_dir.name
     trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
-    rows = read_rows(trials_csv, TrialRow) if trials_csv.exists() else []
-    curves = read_rows(curves_csv, CurveRow) if curves_csv.exists() else []
+    rows, curves = existing(run_dir)
     done = {(r.trial, r.seed) for r in rows}
-    # Curves of a trial without a row belong to a cut-off attempt: drop them (never stitched).
-    curves = [c for c in curves if (c.trial, c.seed) in done]
     todo = [(t, s) for t, s in plan.pairs() if (t.name, s) not in done]
+    for tmp in run_dir.glob(".*.tmp"):  # left by a process killed mid-write
+        tmp.unlink(missing_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -147,8 +194,12 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[
         for spec, seed in todo:
             task = progress.add_task(f"  {spec.name} seed {seed}", total=spec.steps, info="")
 
-            def on_eval(p: EvalPoint, task: int = task) -> None:
-                progress.update(task, info=f"acc {p.test_acc:.3f} loss {p.train_loss:.3f}")
+            def on_eval(p: EvalPoint, task: int = task, name: str = f"{spec.name} seed {seed}") -> None:
+                info = f"acc {p.test_acc:.3f} loss {p.train_loss:.3f}"
+                progress.update(task, info=info)
+                if not console.is_terminal:  # logs and CI: a line per evaluation instead of live bars
+                    console.print(f"{name}: step {p.step} epoch {p.epoch:.2f} {info} "
+                                  f"train {p.train_time_s:.1f} s wall {p.wall_time_s:.1f} s")
 
             try:
                 outcome = run_trial(spec, seed, plan, data, lambda n, task=task: progress.update(task, completed=n),
@@ -163,10 +214,11 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[
             finally:
                 if torch.cuda.is_available():  # an OOM'd trial must not starve the next
                     torch.cuda.empty_cache()
-            rows.append(row)
-            # curves first: a kill between the two writes leaves curves without a row, dropped on resume
-            write_rows(curves_csv, curves, CurveRow)
-            write_rows(trials_csv, rows, TrialRow)
+            # curves first: a kill -9 between the two writes leaves curves without a row, dropped on resume
+            with signals_deferred():
+                rows.append(row)
+                write_rows(curves_csv, curves, CurveRow)
+                write_rows(trials_csv, rows, TrialRow)
             progress.update(task, info=_status_text(row))
             progress.advance(overall)
     return rows

@@ -140,7 +140,7 @@ class OneCycle:
             return 0, step / h
         if step < 2 * h:
             return 1, (step - h) / h
-        tail = self.total_steps - 2 * h
+        tail = self.total_steps - 1 - 2 * h  # the last step (total_steps - 1) runs at final_lr
         return 2, min(1.0, (step - 2 * h) / tail) if tail > 0 else 1.0
 
     def lr(self, step: int) -> float:

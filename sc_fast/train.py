@@ -77,7 +77,8 @@ def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConf
     """The training step; returns the loss as a device tensor (no sync)."""
     dtype = PRECISIONS[cfg.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    forward = model if cfg.compile == "off" else torch.compile(model, mode=None if cfg.compile == "default" else cfg.compile)
+    mode = None if cfg.compile == "default" else cfg.compile
+    forward = model if cfg.compile == "off" else torch.compile(model, mode=mode)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
@@ -133,10 +134,10 @@ def _warm_up(step_fn: Callable, model: nn.Module, pipeline: Pipeline, cfg: Train
     return time.perf_counter() - t0
 
 
-def _stream(pipeline: Pipeline, max_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches across epochs, ``max_steps`` of them."""
-    return itertools.islice(itertools.chain.from_iterable(
-        pipeline.train_batches(epoch) for epoch in itertools.count()), max_steps)
+def batch_stream(pipeline: Pipeline, max_steps: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches across epoch boundaries: ``max_steps`` of them, or endless."""
+    stream = itertools.chain.from_iterable(pipeline.train_batches(epoch) for epoch in itertools.count())
+    return itertools.islice(stream, max_steps)
 
 
 def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: TrainConfig,
@@ -159,7 +160,7 @@ def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: T
     status, reached_at, step = "not_reached", None, 0
     wall0 = time.perf_counter()
     clock.start()  # ---- the training clock starts here ----
-    for step, (x, y) in enumerate(_stream(pipeline, cfg.max_steps), start=1):
+    for step, (x, y) in enumerate(batch_stream(pipeline, cfg.max_steps), start=1):
         set_hyperparams(optimizer, schedule, step - 1)
         loss_sum += step_fn(x, y)
         since_eval += 1

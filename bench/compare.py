@@ -1,0 +1,144 @@
+"""``python -m bench compare RUN_DIR...``: runs from different GPUs or commits side by side.
+
+Reads result files only (env.json plus trials.csv or throughput.csv), so runs made elsewhere can
+be copied in and compared. ``run`` folders: per trial, reach rate and median time-to-target per
+run, and the time ratio against the first run (below 1: faster). ``throughput`` folders: img/s
+per case per run and the ratio against the first run (above 1: faster). Folders of both kinds
+may be mixed; each kind gets its own table and its own first run. Anything else, or a damaged
+folder, is a RunError (exit 2).
+"""
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from bench.cli import EXIT_OK
+from bench.report import frame, print_wide, trial_summary
+from bench.results import RunError, ThroughputRow, TrialRow, read_json, read_rows
+
+SETUP = ("pipeline", "precision", "channels_last", "compile", "batch_size", "model")
+KINDS = {"run": ("trials.csv", TrialRow), "throughput": ("throughput.csv", ThroughputRow)}
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str  # "#1", "#2", ... in the order given
+    path: Path
+    kind: str
+    env: dict[str, Any]
+    rows: pd.DataFrame  # trials.csv or throughput.csv
+
+
+def device_of(env: dict[str, Any]) -> str:
+    """The GPU or CPU a run measured: throughput runs record it; run folders have the plan's device."""
+    if env.get("device_name"):
+        return env["device_name"]
+    hw, device = env.get("env", {}), env.get("plan", {}).get("device", "")
+    return hw.get("gpu") if device.startswith("cuda") and hw.get("gpu") else f"CPU {hw.get('cpu')}"
+
+
+def load_run(path: Path, label: str) -> Run:
+    if not (path / "env.json").is_file():
+        raise RunError(f"{path}: not a run folder (no env.json)")
+    env = read_json(path / "env.json")
+    kind = env.get("kind")
+    if kind not in KINDS:
+        raise RunError(f"{path}: a {kind!r} run; compare takes `run` and `throughput` folders")
+    name, cls = KINDS[kind]
+    return Run(label, path, kind, env, frame(read_rows(path / name, cls), cls))
+
+
+def legend(runs: list[Run]) -> Table:
+    t = Table(title="runs compared")
+    for col in ("#", "run", "kind", "device", "commit", "torch", "settings"):
+        t.add_column(col)
+    for r in runs:
+        git, hw = r.env.get("env", {}).get("git", {}), r.env.get("env", {})
+        commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
+        t.add_row(r.label, r.path.name, r.kind, device_of(r.env), commit, str(hw.get("torch")), _settings(r))
+    return t
+
+
+def _settings(r: Run) -> str:
+    if r.kind == "throughput":
+        s = r.env.get("settings", {})
+        return f"{s.get('repeats')} repeats, {s.get('warmup')} warm-up"
+    p = r.env.get("plan", {})
+    return (f"profile {p.get('profile')}, target {p.get('target')}, {p.get('pipeline')}, "
+            f"{p.get('settings', {}).get('precision')}")
+
+
+# ---- the joins ----------------------------------------------------------------------------------
+
+def trials_side_by_side(runs: list[Run]) -> pd.DataFrame:
+    """Index trial; per run: reached (k/n), median time-to-target, time ratio vs the first run."""
+    parts = []
+    for r in runs:
+        s = trial_summary(r.rows) if len(r.rows) else pd.DataFrame(columns=["reached", "time_to_target_s"])
+        parts.append(s[["reached", "time_to_target_s"]].add_suffix(f" {r.label}"))
+    wide = pd.concat(parts, axis=1, join="outer")  # a trial missing from a run: NaN there
+    first = wide[f"time_to_target_s {runs[0].label}"].astype(float)
+    for r in runs[1:]:
+        wide[f"time {r.label}/{runs[0].label}"] = wide[f"time_to_target_s {r.label}"].astype(float) / first
+    # times to different accuracy targets do not compare
+    targets = pd.concat([r.rows[["trial", "target_acc"]] for r in runs]).groupby("trial").target_acc.nunique()
+    wide["note"] = ["target differs" if targets.get(t, 1) > 1 else "" for t in wide.index]
+    return wide
+
+
+def throughput_side_by_side(runs: list[Run]) -> pd.DataFrame:
+    """Index case; per run: median img/s (ok cases only), ratio vs the first run."""
+    parts = []
+    for r in runs:
+        ok = r.rows[r.rows.status == "ok"].set_index("case")
+        parts.append(ok[["imgs_per_s"]].astype(float).add_suffix(f" {r.label}"))
+    order = list(dict.fromkeys(c for r in runs for c in r.rows.case))  # cases in the order measured
+    wide = pd.concat(parts, axis=1, join="outer").reindex(order)
+    first = wide[f"imgs_per_s {runs[0].label}"]
+    for r in runs[1:]:
+        wide[f"{r.label} vs {runs[0].label}"] = wide[f"imgs_per_s {r.label}"] / first
+    # same case name, other settings (another bench.toml): the ratio compares different work
+    setup = pd.concat([r.rows.set_index("case")[list(SETUP)] for r in runs])
+    differs = setup.groupby(level=0).nunique().gt(1).any(axis=1)
+    wide["note"] = ["setup differs" if differs.get(c, False) else "" for c in wide.index]
+    return wide
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+
+def _cell(v: Any, ratio: bool) -> str:
+    if isinstance(v, str):
+        return v
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{v:.2f}" if ratio else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}"
+
+
+def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
+    t = Table(title=title)
+    t.add_column(key)
+    ratios = [" vs " in c or "/" in c for c in wide.columns]
+    for col in wide.columns:
+        t.add_column(col.replace("time_to_target_s", "median s").replace("imgs_per_s", "img/s"), justify="right")
+    for name, row in wide.iterrows():
+        t.add_row(str(name), *(_cell(v, r) for v, r in zip(row, ratios, strict=True)))
+    return t
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    runs = [load_run(Path(d), f"#{i}") for i, d in enumerate(args.run_dirs, 1)]  # all checked first
+    print_wide(console, legend(runs))
+    trials = [r for r in runs if r.kind == "run"]
+    if trials:
+        print_wide(console, table_of(trials_side_by_side(trials), "time to target: reached seeds and median "
+                                     f"seconds; a time ratio below 1 is faster than {trials[0].label}", "trial"))
+    tps = [r for r in runs if r.kind == "throughput"]
+    if tps:
+        print_wide(console, table_of(throughput_side_by_side(tps), "throughput: median img/s; a ratio "
+                                     f"above 1 is faster than {tps[0].label}", "case"))
+    return EXIT_OK

@@ -1,0 +1,332 @@
+"""``python -m bench throughput``: the step-throughput matrix and the regression gate.
+
+Cases come from bench.toml ``[throughput.cases.*]``; keys a case omits take the device's
+``[devices.<type>]`` defaults. Without ``--case`` every case is planned (``default_cases``
+narrows that); the baseline case is always measured, first, because ``ratio_to_baseline``
+divides by it. A case marked for another device type, or whose pipeline cannot run here, is
+recorded as skipped with the reason; a case that fails (compile error, OOM) is recorded as an
+error and the rest go on.
+
+Exit codes: 0 every planned case ran or was skipped and no case regressed; 1 a case errored, or
+``--baseline`` was given and a case's median img/s fell below the baseline run's by more than
+``--max-regression``; 2 bad flags, config, data or baseline folder (a baseline from another
+device or with another case set is refused before anything is measured or written).
+"""
+
+import argparse
+import gc
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from bench import config as config_mod
+from bench import report
+from bench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data, resolve_device
+from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
+from bench.results import RunError, ThroughputRow, atomic_write_json, new_run_dir, read_json, read_rows, write_rows
+from bench.runner import _error_text
+from sc_fast.data import Cifar10
+from sc_fast.env import device_slug, fingerprint
+from sc_fast.pipeline import PipelineSpec, PipelineUnavailable, make_pipeline
+from sc_fast.throughput import (
+    Measurement,
+    Work,
+    input_dtype,
+    measure,
+    reset_peak_memory,
+    synthetic_batch,
+    training_step,
+)
+from sc_fast.train import batch_stream
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    batch_size: int
+    precision: str
+    channels_last: bool
+    compile: str
+    pipeline: str  # synthetic | torch | dali | torchvision
+    model: bool  # false: the pipeline alone
+    device: str | None  # the device type it is meant for; None: any
+    steps: int  # timed steps per repeat
+
+    def skip_reason(self, device: torch.device) -> str | None:
+        if self.device and self.device != device.type:
+            return f"meant for {self.device} only (bench.toml throughput.cases.{self.name}.device)"
+        return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int
+    warmup: int
+    repeats: int
+
+
+# ---- the case matrix --------------------------------------------------------------------------
+
+def resolve_case(name: str, raw: dict[str, Any], defaults: DeviceSettings, steps: int,
+                 forced_steps: int | None, path: Path) -> Case:
+    """Omitted keys from the device defaults; --steps beats the case's steps, which beat the run's."""
+    where = f"{path}: throughput.cases.{name}"
+    if "batch_size" not in raw:
+        raise ConfigError(f"{where}: missing key batch_size")
+    pipeline, model = raw.get("pipeline", "synthetic"), raw.get("model", True)
+    if not model and pipeline == "synthetic":
+        raise ConfigError(f"{where}: model = false measures a pipeline; pipeline must not be synthetic")
+    return Case(name=name, description=raw.get("description", ""), batch_size=raw["batch_size"],
+                precision=raw.get("precision", defaults.precision),
+                channels_last=raw.get("channels_last", defaults.channels_last),
+                compile=raw.get("compile", defaults.compile) if model else "off",
+                pipeline=pipeline, model=model, device=raw.get("device"),
+                steps=forced_steps or raw.get("steps", steps))
+
+
+def plan_cases(cfg: Config, device_type: str, requested: list[str] | None, s: Settings,
+               forced_steps: int | None = None) -> list[Case]:
+    """The cases to run, baseline first; unknown names are a usage error."""
+    base = cfg.throughput.get("baseline_case", "baseline")
+    if base not in cfg.cases:
+        raise ConfigError(f"{cfg.path}: throughput.baseline_case names unknown case {base!r}")
+    for n in requested or []:
+        if n not in cfg.cases:
+            raise UsageError(f"--case {n}: unknown case (known: {', '.join(cfg.cases)})")
+    # every case is resolved, picked or not: a bad case fails every run, not only the one naming it
+    cases = {n: resolve_case(n, dict(raw), cfg.devices[device_type], s.steps, forced_steps, cfg.path)
+             for n, raw in cfg.cases.items()}
+    if not cases[base].model or cases[base].device:
+        raise ConfigError(f"{cfg.path}: throughput.baseline_case {base!r} must train (model = true) on any device")
+    names = requested or cfg.throughput.get("default_cases") or list(cfg.cases)
+    return [cases[base]] + [cases[n] for n in dict.fromkeys(names) if n != base]
+
+
+def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Settings:
+    """Flags over bench.toml; on the CPU the cpu_* keys replace steps, warmup and repeats."""
+    tp = cfg.throughput
+    pick = (lambda k, d: tp.get(f"cpu_{k}", tp.get(k, d))) if device_type == "cpu" else (lambda k, d: tp.get(k, d))
+    s = Settings(steps=args.steps or pick("steps", 20),
+                 warmup=pick("warmup", 5) if args.warmup is None else args.warmup,
+                 repeats=args.repeats or pick("repeats", 3))
+    if s.warmup < 0 or (args.repeats is not None and args.repeats <= 0):
+        raise UsageError("--warmup must be >= 0 and --repeats > 0")
+    return s
+
+
+# ---- one case ----------------------------------------------------------------------------------
+
+def build_work(case: Case, device: torch.device, data: Cifar10 | None) -> Work:
+    """One step of the case as a closure: train on the fixed batch, train on the pipeline's next
+    batch, or only draw the pipeline's next batch."""
+    step = training_step(device, case.precision, case.channels_last, case.compile)[0] if case.model else None
+    if case.pipeline == "synthetic":
+        x, y = synthetic_batch(case.batch_size, case.precision, case.channels_last, device)
+        return lambda: step(x, y)
+    assert data is not None, "pipeline cases need the data set"
+    spec = PipelineSpec(batch_size=case.batch_size, dtype=input_dtype(case.precision),
+                        channels_last=case.channels_last)
+    batches = batch_stream(make_pipeline(case.pipeline, data, spec, device))
+    if step is None:
+        return lambda: next(batches)
+    return lambda: step(*next(batches))
+
+
+def case_row(run_id: str, case: Case, device: torch.device, s: Settings, m: Measurement | None,
+             status: str, error: str = "") -> ThroughputRow:
+    return ThroughputRow(
+        run_id=run_id, case=case.name, device=str(device), pipeline=case.pipeline, precision=case.precision,
+        channels_last=case.channels_last, compile=case.compile, batch_size=case.batch_size, steps=case.steps,
+        imgs_per_s=m.imgs_per_s if m else None, step_ms_median=m.step_ms(50) if m else None,
+        step_ms_p10=m.step_ms(10) if m else None, step_ms_p90=m.step_ms(90) if m else None,
+        ratio_to_baseline=None, model=case.model, warmup=s.warmup, repeats=s.repeats,
+        warmup_s=m.warmup_s if m else None, peak_mem_mib=m.peak_mem_mib if m else None,
+        status=status, error=error, baseline_imgs_per_s=None, delta=None)
+
+
+def run_case(run_id: str, case: Case, device: torch.device, s: Settings, data: Cifar10 | None) -> ThroughputRow:
+    """Measures one case; any failure inside it becomes the row's status, never the run's end."""
+    skip = case.skip_reason(device)
+    if skip:
+        return case_row(run_id, case, device, s, None, "skipped", skip)
+    try:
+        reset_peak_memory(device)  # before the model and pipeline exist: their memory counts
+        m = measure(build_work(case, device, data), case.batch_size, case.steps, s.warmup, s.repeats, device)
+        return case_row(run_id, case, device, s, m, "ok")
+    except PipelineUnavailable as e:  # DALI missing here: not this code's failure
+        return case_row(run_id, case, device, s, None, "skipped", str(e))
+    except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
+        return case_row(run_id, case, device, s, None, "error", _error_text(e))
+
+
+def release(case: Case, device: torch.device) -> None:
+    """Frees what the last case built, so it cannot starve or slow the next."""
+    if case.compile != "off":
+        torch._dynamo.reset()  # compiled graphs and recompile counters of the last case
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def with_ratios(rows: list[ThroughputRow]) -> list[ThroughputRow]:
+    """ratio_to_baseline against rows[0], the baseline case."""
+    base = rows[0].imgs_per_s if rows and rows[0].status == "ok" else None
+    return [replace(r, ratio_to_baseline=r.imgs_per_s / base if base and r.imgs_per_s is not None else None)
+            for r in rows]
+
+
+# ---- the regression gate ------------------------------------------------------------------------
+
+def device_name(fp: dict[str, Any], device: torch.device) -> str:
+    """What throughput depends on: the GPU model on CUDA, the CPU model otherwise."""
+    if device.type == "cuda":
+        return fp["gpus"][device.index or 0]["name"]
+    return f"CPU {fp['cpu']}"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    path: Path
+    env: dict[str, Any]
+    rows: dict[str, ThroughputRow]
+
+
+def load_baseline(path: Path) -> Baseline:
+    if not (path / "env.json").is_file():
+        raise RunError(f"--baseline {path}: not a run folder (no env.json)")
+    env = read_json(path / "env.json")
+    if env.get("kind") != "throughput" or "device_name" not in env:
+        raise RunError(f"--baseline {path}: not a throughput run (env.json kind {env.get('kind')!r})")
+    rows = read_rows(path / "throughput.csv", ThroughputRow)
+    if not rows:
+        raise RunError(f"--baseline {path}/throughput.csv: no cases")
+    return Baseline(path, env, {r.case: r for r in rows})
+
+
+def check_comparable(b: Baseline, name: str, cases: list[Case], console: Console) -> None:
+    """Refuses (RunError, exit 2) another device or case set; notes changed case settings."""
+    if b.env["device_name"] != name:
+        raise RunError(f"--baseline {b.path}: measured on {b.env['device_name']!r}, this run is on {name!r}; "
+                       "compare runs from the same device")
+    planned = [c.name for c in cases]
+    if set(planned) != set(b.rows):
+        missing, extra = sorted(set(b.rows) - set(planned)), sorted(set(planned) - set(b.rows))
+        raise RunError(f"--baseline {b.path}: case sets differ (only in the baseline: {', '.join(missing) or '-'}; "
+                       f"only in this run: {', '.join(extra) or '-'}); pass the same --case flags")
+    keys = ("pipeline", "precision", "channels_last", "compile", "batch_size", "model")
+    for c in cases:
+        old = b.rows[c.name]
+        changed = [f"{k} {getattr(old, k)} -> {getattr(c, k)}" for k in keys if getattr(old, k) != getattr(c, k)]
+        if changed:
+            console.print(f"[yellow]note: case {c.name} differs from the baseline's: {', '.join(changed)}[/yellow]")
+
+
+def apply_gate(rows: list[ThroughputRow], b: Baseline, limit: float) -> tuple[list[ThroughputRow], list[str]]:
+    """Rows with baseline img/s and delta filled in; the cases slower than baseline by > limit."""
+    out, regressed = [], []
+    for r in rows:
+        old = b.rows[r.case].imgs_per_s if b.rows[r.case].status == "ok" else None
+        delta = r.imgs_per_s / old - 1 if old and r.imgs_per_s is not None else None
+        out.append(replace(r, baseline_imgs_per_s=old, delta=delta))
+        if delta is not None and delta < -limit:
+            regressed.append(r.case)
+    return out, regressed
+
+
+def gate_line(rows: list[ThroughputRow], regressed: list[str], b: Baseline, limit: float) -> str:
+    b_row = next(iter(b.rows.values()))
+    reps = f"medians of {rows[0].repeats} repeats here, of {b_row.repeats} in the baseline"
+    compared = sum(r.delta is not None for r in rows)
+    if regressed:
+        worst = ", ".join(f"{r.case} {r.delta:+.1%}" for r in rows if r.case in regressed)
+        return (f"[red]regression: {len(regressed)} of {compared} cases slower than {b.path.name} by more "
+                f"than {limit:.0%} ({reps}): {worst}[/red]")
+    return f"[green]no regression beyond {limit:.0%} in {compared} cases against {b.path.name} ({reps})[/green]"
+
+
+# ---- the command ------------------------------------------------------------------------------
+
+def write_env(run_dir: Path, env: dict[str, Any], state: str) -> None:
+    env["state"] = state
+    atomic_write_json(run_dir / "env.json", env)
+
+
+def measure_all(run_dir: Path, cases: list[Case], device: torch.device, s: Settings, data: Cifar10 | None,
+                console: Console) -> list[ThroughputRow]:
+    """Runs the cases in order, rewriting throughput.csv after each (a kill keeps what finished)."""
+    rows: list[ThroughputRow] = []
+    for i, case in enumerate(cases, 1):
+        console.print(f"[{i}/{len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
+                      f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
+                      f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
+        row = run_case(run_dir.name, case, device, s, data)
+        release(case, device)
+        rows = with_ratios(rows + [row])
+        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
+        console.print(f"    {_row_text(row)}")
+    return rows
+
+
+def _row_text(r: ThroughputRow) -> str:
+    if r.status != "ok":
+        return f"[{'yellow' if r.status == 'skipped' else 'red'}]{r.status}: {r.error}[/]"
+    return (f"{r.imgs_per_s:,.1f} img/s (median of {r.repeats} repeats), step {r.step_ms_median:,.1f} ms "
+            f"median, warm-up {r.warmup_s:.1f} s")
+
+
+def cmd_throughput(args: argparse.Namespace, console: Console) -> int:
+    if not 0 <= args.max_regression < 1:
+        raise UsageError(f"--max-regression must be in [0, 1), got {args.max_regression}")
+    cfg = config_mod.load(args.config)
+    device = resolve_device(args.device)
+    s = settings(cfg, args, device.type)
+    cases = plan_cases(cfg, device.type, args.case, s, args.steps)
+    fp = fingerprint()
+    name = device_name(fp, device)
+    baseline = load_baseline(Path(args.baseline)) if args.baseline else None
+    if baseline:
+        check_comparable(baseline, name, cases, console)
+    out = Path(args.out)
+    check_writable(out)
+    needs_data = any(c.pipeline != "synthetic" and not c.skip_reason(device) for c in cases)
+    data = load_data(cfg, args.data) if needs_data else None  # before the run folder: errors write nothing
+    run_dir = new_run_dir(out, device_slug(device))
+    env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
+           "settings": asdict(s), "cases": [asdict(c) for c in cases], "env": fp, "config": resolved_dict(cfg),
+           "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
+                                                  "max_regression": args.max_regression}}
+    console.print(f"run folder: {run_dir}\n{name}: {len(cases)} cases, each {s.warmup} warm-up steps, then "
+                  f"{s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
+    write_env(run_dir, env, "running")
+    try:
+        rows = measure_all(run_dir, cases, device, s, data, console)
+    except KeyboardInterrupt:
+        write_env(run_dir, env, "interrupted")
+        console.print(f"[yellow]interrupted: finished cases are in {run_dir}[/yellow]")
+        return EXIT_INTERRUPTED
+    return finish(run_dir, env, rows, baseline, args, console)
+
+
+def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], baseline: Baseline | None,
+           args: argparse.Namespace, console: Console) -> int:
+    """Gate, final files, table and exit code."""
+    regressed: list[str] = []
+    if baseline:
+        rows, regressed = apply_gate(rows, baseline, args.max_regression)
+        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
+    errored = [r.case for r in rows if r.status == "error"]
+    write_env(run_dir, env, "failed" if errored else "complete")
+    report.render_throughput(run_dir, None if args.json else console)
+    if baseline:
+        console.print(gate_line(rows, regressed, baseline, args.max_regression))
+    if errored:
+        console.print(f"[red]{len(errored)} case(s) errored: {', '.join(errored)}[/red]")
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "rows": [asdict(r) for r in rows],
+                          "regressed": regressed, "errored": errored}))
+    return EXIT_FAILED if errored or regressed else EXIT_OK

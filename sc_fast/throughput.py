@@ -1,0 +1,152 @@
+"""Step-throughput measurement: warm up, then time N steps per repeat, several repeats.
+
+How a step is timed:
+
+- CUDA: one event recorded before the first step and one after each step, all on the current
+  stream; the host waits once, after the last step of a repeat. Nothing inside the timed steps
+  waits for the device, so the host keeps queueing work exactly as in training, and the event
+  intervals still add up to the span the GPU took (idle gaps while it waited for launches
+  included: a launch-bound step shows up as slow, as it should).
+- CPU: ``time.perf_counter`` around each step; CPU ops have finished when they return.
+
+Warm-up (first-call allocation, torch.compile, autotuning, CUDA-graph recording) runs before
+the clock and is reported separately. Images per second of a repeat are
+``batch * steps / repeat seconds``; the median over repeats is the headline number.
+
+Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` since the case started; on the CPU the
+process's peak resident set (VmHWM, reset per case through /proc/self/clear_refs where Linux
+allows, else ``getrusage``'s peak since the process started).
+"""
+
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sc_fast.model import resnet56
+from sc_fast.pipeline import Batch
+from sc_fast.schedules import Constant
+from sc_fast.timing import synchronize
+from sc_fast.train import PRECISIONS, TrainConfig, build_optimizer, make_step
+
+Work = Callable[[], object]  # one step: fetch a batch and/or train on it
+
+
+@dataclass(frozen=True)
+class Measurement:
+    batch_size: int
+    step_s: tuple[float, ...]  # every timed step of every repeat, in order
+    repeat_s: tuple[float, ...]  # seconds of each repeat (sum of its steps)
+    warmup_s: float  # warm-up before the clock: compilation and first-call costs
+    peak_mem_mib: float
+
+    @property
+    def imgs_per_s(self) -> float:
+        """Median over repeats: one slow repeat (a background job waking) does not move it."""
+        steps = len(self.step_s) // len(self.repeat_s)
+        return statistics.median(self.batch_size * steps / r for r in self.repeat_s)
+
+    def step_ms(self, percentile: float) -> float:
+        return float(np.percentile(np.asarray(self.step_s) * 1e3, percentile))
+
+
+def input_dtype(precision: str) -> torch.dtype:
+    """The dtype batches arrive in: the autocast dtype, fp32 when there is no autocast."""
+    return PRECISIONS[precision] or torch.float32
+
+
+def synthetic_batch(batch_size: int, precision: str, channels_last: bool,
+                    device: torch.device, seed: int = 0) -> Batch:
+    """One fixed random batch, already on the device in the step's dtype and layout: the step
+    alone, with no input pipeline in the way."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch_size, 3, 32, 32, generator=g).to(device, input_dtype(precision))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch_size,), generator=g).to(device)
+    return x, y
+
+
+def training_step(device: torch.device, precision: str, channels_last: bool,
+                  compile: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], nn.Module]:
+    """ResNet-56 and the project's training step (``sc_fast.train.make_step``), as trained.
+
+    A small constant LR keeps repeated steps on one batch finite: NaNs or denormals could change
+    the speed of what is measured."""
+    model = resnet56().to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    cfg = TrainConfig(max_steps=1, eval_every=1, precision=precision, compile=compile)
+    optimizer = build_optimizer(model, Constant(base_lr=0.01, base_momentum=0.9), cfg)
+    return make_step(model, optimizer, cfg, device), model
+
+
+def time_steps(work: Work, steps: int, device: torch.device) -> list[float]:
+    """Seconds of each of ``steps`` calls to ``work``; one host wait at the end on CUDA."""
+    synchronize(device)  # queued warm-up work must not land in the first step
+    if device.type == "cuda":
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
+        events[0].record()
+        for i in range(steps):
+            work()
+            events[i + 1].record()
+        synchronize(device)  # sync point: after the timed steps, to read the events
+        return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(steps)]
+    out, t0 = [], time.perf_counter()
+    for _ in range(steps):
+        work()
+        t1 = time.perf_counter()
+        out.append(t1 - t0)
+        t0 = t1
+    return out
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux >= 4.0: "5" resets the peak RSS (VmHWM) to the current RSS
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass  # then the peak is the process's since it started
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def measure(work: Work, batch_size: int, steps: int, warmup: int, repeats: int,
+            device: torch.device) -> Measurement:
+    """Warm-up steps off the clock, then ``repeats`` timed runs of ``steps`` steps.
+
+    Call ``reset_peak_memory`` before building what ``work`` uses, so the peak includes it."""
+    if steps <= 0 or repeats <= 0 or warmup < 0:
+        raise ValueError("steps and repeats must be positive, warmup non-negative")
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        work()
+    synchronize(device)  # sync point: warm-up ends before its time is read
+    warmup_s = time.perf_counter() - t0
+    step_s: list[float] = []
+    repeat_s: list[float] = []
+    for _ in range(repeats):
+        times = time_steps(work, steps, device)
+        step_s += times
+        repeat_s.append(sum(times))
+    return Measurement(batch_size=batch_size, step_s=tuple(step_s), repeat_s=tuple(repeat_s),
+                       warmup_s=warmup_s, peak_mem_mib=peak_memory_mib(device))

@@ -1,0 +1,117 @@
+"""`python -m bench compare`: run folders side by side from their result files alone. The folders
+are written here with bench.results' own writers (as a run on another GPU would have), so the
+numbers, and so the ratios, are known exactly."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import cli
+from bench.results import ThroughputRow, TrialRow, atomic_write_json, write_rows
+
+
+def throughput_run(path: Path, device_name: str, rates: dict[str, float | None], batch_size: int = 512) -> Path:
+    """A throughput folder with one row per case; None: the case was skipped."""
+    path.mkdir(parents=True)
+    rows = [ThroughputRow(
+        run_id=path.name, case=case, device="cuda:0", pipeline="synthetic", precision="bf16", channels_last=True,
+        compile="off", batch_size=batch_size, steps=20, imgs_per_s=rate, step_ms_median=512e3 / rate if rate else None,
+        step_ms_p10=None, step_ms_p90=None, ratio_to_baseline=None, model=True, warmup=5, repeats=3,
+        warmup_s=1.0, peak_mem_mib=900.0, status="ok" if rate else "skipped", error="" if rate else "meant for cuda",
+        baseline_imgs_per_s=None, delta=None) for case, rate in rates.items()]
+    write_rows(path / "throughput.csv", rows, ThroughputRow)
+    atomic_write_json(path / "env.json", {
+        "kind": "throughput", "device_name": device_name, "settings": {"steps": 20, "warmup": 5, "repeats": 3},
+        "env": {"gpu": device_name, "cpu": "x", "torch": "2.11", "git": {"commit": "abcdef1234567", "dirty": False}}})
+    return path
+
+
+def trial_run(path: Path, gpu: str, times: dict[str, list[float | None]], target: float = 0.85) -> Path:
+    """A `bench run` folder: per trial, one row per seed; None: the seed did not reach the target."""
+    path.mkdir(parents=True)
+    rows = [TrialRow(
+        run_id=path.name, trial=trial, schedule="onecycle", seed=seed, device="cuda:0", pipeline="dali",
+        precision="bf16", channels_last=True, compile="default", batch_size=512, max_steps=970, target_acc=target,
+        status="reached" if t else "not_reached", time_to_target_s=t, steps_to_target=900 if t else None,
+        epochs_to_target=9.3 if t else None, wall_to_target_s=t * 1.2 if t else None, best_test_acc=0.9,
+        final_test_acc=0.9, train_time_s=t or 100.0, compile_time_s=20.0, eval_time_s=3.0,
+        train_imgs_per_s=5000.0, steps_run=970, error="")
+        for trial, ts in times.items() for seed, t in enumerate(ts)]
+    write_rows(path / "trials.csv", rows, TrialRow)
+    atomic_write_json(path / "env.json", {
+        "kind": "run", "state": "complete",
+        "plan": {"profile": "full", "target": 0.85, "pipeline": "dali", "device": "cuda:0",
+                 "settings": {"precision": "bf16"}},
+        "env": {"gpu": gpu, "cpu": "x", "torch": "2.11", "git": {"commit": "1234567abcdef", "dirty": True}}})
+    return path
+
+
+def compare(capsys: pytest.CaptureFixture[str], *dirs: Path) -> tuple[int, str, str]:
+    code = cli.main(["compare", *map(str, dirs)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def row_of(out: str, name: str) -> list[str]:
+    """The cells of the table line that starts with ``name``."""
+    line = next(ln for ln in out.splitlines() if ln.strip("│ ").startswith(name + " "))
+    return [c.strip() for c in line.strip().strip("│").split("│")]
+
+
+def test_throughput_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = throughput_run(tmp_path / "a100", "NVIDIA A100-SXM4-80GB", {"baseline": 10000.0, "default": 20000.0})
+    b = throughput_run(tmp_path / "h100", "NVIDIA H100 80GB HBM3",
+                       {"baseline": 25000.0, "default": 50000.0, "compile-default": None})
+    code, out, _ = compare(capsys, a, b)
+    assert code == 0
+    assert "NVIDIA A100-SXM4-80GB" in out and "NVIDIA H100 80GB HBM3" in out and "abcdef1234" in out
+    assert row_of(out, "baseline") == ["baseline", "10,000", "25,000", "2.50", ""]
+    assert row_of(out, "default") == ["default", "20,000", "50,000", "2.50", ""]
+    assert row_of(out, "compile-default") == ["compile-default", "-", "-", "-", ""]  # skipped: no number
+
+
+def test_a_case_measured_with_other_settings_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = throughput_run(tmp_path / "a", "GPU", {"baseline": 1000.0}, batch_size=512)
+    b = throughput_run(tmp_path / "b", "GPU", {"baseline": 100.0}, batch_size=16)
+    code, out, _ = compare(capsys, a, b)
+    assert code == 0 and row_of(out, "baseline") == ["baseline", "1,000", "100.0", "0.10", "setup differs"]
+
+
+def test_trial_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = trial_run(tmp_path / "a", "NVIDIA A100", {"1cycle": [100.0, 120.0, None], "clr": [300.0]})
+    b = trial_run(tmp_path / "b", "NVIDIA H100", {"1cycle": [50.0, 55.0, 60.0], "clr": [None]})
+    code, out, _ = compare(capsys, a, b)
+    assert code == 0
+    # reach rate and median time per run; the time ratio against the first run
+    assert row_of(out, "1cycle") == ["1cycle", "2/3", "110.0", "3/3", "55.0", "0.50", ""]
+    assert row_of(out, "clr") == ["clr", "1/1", "300.0", "0/1", "-", "-", ""]
+
+    c = trial_run(tmp_path / "c", "NVIDIA H100", {"1cycle": [30.0]}, target=0.5)
+    code, out, _ = compare(capsys, a, c)
+    assert code == 0 and row_of(out, "1cycle")[-1] == "target differs"
+
+
+def test_mixed_kinds_get_a_table_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = throughput_run(tmp_path / "t", "GPU", {"baseline": 1000.0})
+    r = trial_run(tmp_path / "r", "GPU", {"1cycle": [100.0]})
+    code, out, _ = compare(capsys, t, r)
+    assert code == 0 and "median s #2" in out and "img/s #1" in out
+
+
+def test_bad_folders_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = throughput_run(tmp_path / "good", "GPU", {"baseline": 1000.0})
+    (tmp_path / "empty").mkdir()
+    code, out, err = compare(capsys, good, tmp_path / "empty")
+    assert code == 2 and "no env.json" in err and out == ""  # checked before anything is printed
+
+    damaged = throughput_run(tmp_path / "damaged", "GPU", {"baseline": 1000.0})
+    (damaged / "throughput.csv").write_text("run_id,case,imgs_per_s\nx,baseline,12\n")
+    code, _, err = compare(capsys, good, damaged)
+    assert code == 2 and "missing columns" in err
+
+    other = tmp_path / "lr"
+    other.mkdir()
+    (other / "env.json").write_text(json.dumps({"kind": "lr_find"}))
+    code, _, err = compare(capsys, other)
+    assert code == 2 and "'lr_find'" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,138 @@
+"""The timed training loop on the CPU: warm-up reset, evaluation points, clocks, stopping, divergence,
+and the schedule reaching the optimizer. A small ResNet (n=1, narrow) on synthetic images keeps it fast;
+the loop is what is under test, not the network."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import sc_fast.train as train_mod
+from sc_fast.data import Cifar10
+from sc_fast.model import ResNetCifar
+from sc_fast.pipeline import PipelineSpec, TorchPipeline
+from sc_fast.schedules import Constant, OneCycle, Schedule
+from sc_fast.train import TrainConfig, TrialOutcome, train_trial
+
+CPU = torch.device("cpu")
+SPEC = PipelineSpec(batch_size=16, eval_batch_size=32, train_images=64, eval_images=64)  # 4 steps/epoch
+
+
+@pytest.fixture(scope="module")
+def data() -> Cifar10:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 128).astype(np.int64)
+    return Cifar10(images[:64], labels[:64], images[64:], labels[64:])
+
+
+def small_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return ResNetCifar(blocks_per_stage=1, widths=(8, 16, 32))
+
+
+def run(data: Cifar10, schedule: Schedule, cfg: TrainConfig, model: nn.Module | None = None,
+        **kw: object) -> TrialOutcome:
+    return train_trial(model or small_model(), TorchPipeline(data, SPEC, CPU), schedule, cfg, CPU, **kw)
+
+
+def cfg(**kw: object) -> TrainConfig:
+    return TrainConfig(**{"max_steps": 7, "eval_every": 3, "warmup_steps": 0, **kw})
+
+
+def curve_values(o: TrialOutcome) -> list[tuple[float, ...]]:
+    return [(p.step, p.lr, p.momentum, p.train_loss, p.test_loss, p.test_acc) for p in o.curve]
+
+
+def test_warmup_never_trains_the_measured_model(data: Cifar10) -> None:
+    # Pipeline batches depend only on (seed, epoch) and the warm-up state is reset, so the measured
+    # run is the same with or without warm-up steps (momentum buffers included).
+    sched = OneCycle(0.05, 0.5, 7)
+    cold = run(data, sched, cfg(warmup_steps=0))
+    warm = run(data, sched, cfg(warmup_steps=3))
+    assert warm.compile_time_s > 0
+    assert curve_values(warm) == curve_values(cold)
+
+
+def test_weights_at_the_first_timed_step_are_the_initial_ones(data: Cifar10,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    model = small_model()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    first: list[tuple[dict[str, torch.Tensor], int]] = []
+    real = train_mod.set_hyperparams
+
+    def spy(optimizer: torch.optim.Optimizer, schedule: Schedule, step: int) -> None:
+        if step == 0:  # called just before the first timed step, after the warm-up
+            first.append(({k: v.clone() for k, v in model.state_dict().items()}, len(optimizer.state)))
+        real(optimizer, schedule, step)
+
+    monkeypatch.setattr(train_mod, "set_hyperparams", spy)
+    run(data, Constant(0.1), cfg(warmup_steps=2, max_steps=1, eval_every=1), model=model)
+    (state, n_opt_state), = first
+    assert all(torch.equal(state[k], initial[k]) for k in initial)  # BN running stats included
+    assert n_opt_state == 0  # no momentum buffers left over from the warm-up
+    assert not torch.equal(model.state_dict()["fc.weight"], initial["fc.weight"])  # and it did train
+
+
+def test_evaluation_points_and_clocks(data: Cifar10) -> None:
+    o = run(data, OneCycle(0.05, 0.5, 7), cfg(max_steps=7, eval_every=3))
+    assert [p.step for p in o.curve] == [3, 6, 7]  # every eval_every, and the last step
+    assert [p.epoch for p in o.curve] == [0.75, 1.5, 1.75]  # 4 steps per epoch: crosses an epoch
+    assert o.steps_run == 7 and o.train_images == 7 * 16
+    assert o.status == "not_reached" and o.reached_at is None  # no target
+    times = [p.train_time_s for p in o.curve]
+    assert times[0] > 0 and times == sorted(times)
+    assert all(p.wall_time_s >= p.train_time_s for p in o.curve)  # wall includes evaluation
+    assert o.train_time_s == times[-1] and o.eval_time_s > 0
+    assert o.final_test_acc == o.curve[-1].test_acc
+    assert o.best_test_acc == max(p.test_acc for p in o.curve)
+    assert all(0 <= p.test_acc <= 1 and math.isfinite(p.train_loss) for p in o.curve)
+
+
+def test_stop_at_target_stops_at_the_first_eval_reaching_it(data: Cifar10) -> None:
+    # 64 random-label test images: any classifier gets at least one right in practice; 0.01 < 1/64.
+    o = run(data, Constant(0.05), cfg(max_steps=9, eval_every=3, target_acc=0.01, stop_at_target=True))
+    assert o.status == "reached"
+    assert [p.step for p in o.curve] == [3] and o.steps_run == 3
+    assert o.reached_at == o.curve[0]
+
+
+def test_target_without_stopping_records_the_first_hit(data: Cifar10) -> None:
+    o = run(data, Constant(0.05), cfg(max_steps=6, eval_every=3, target_acc=0.01, stop_at_target=False))
+    assert o.status == "reached" and [p.step for p in o.curve] == [3, 6]
+    assert o.reached_at == o.curve[0]
+
+
+def test_huge_lr_diverges(data: Cifar10) -> None:
+    o = run(data, Constant(1e6), cfg(max_steps=30, eval_every=3))
+    assert o.status == "diverged"
+    last = o.curve[-1]
+    assert not (math.isfinite(last.train_loss) and math.isfinite(last.test_loss))
+    assert o.steps_run < 30 and o.steps_run == last.step  # stopped at the first non-finite evaluation
+
+
+def test_schedule_values_reach_the_optimizer(data: Cifar10, monkeypatch: pytest.MonkeyPatch) -> None:
+    sched = OneCycle(0.011, 0.55, 8, cycle_frac=0.75, final_lr=0.0011)  # lr and momentum vary every step
+    seen: list[tuple[float, float]] = []
+    real_build = train_mod.build_optimizer
+
+    def build(*args: object) -> torch.optim.Optimizer:
+        opt = real_build(*args)
+        step = opt.step
+
+        def recording_step(*a: object, **k: object) -> object:
+            assert len({(g["lr"], g["momentum"]) for g in opt.param_groups}) == 1
+            seen.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+            return step(*a, **k)
+
+        opt.step = recording_step  # type: ignore[method-assign]
+        return opt
+
+    monkeypatch.setattr(train_mod, "build_optimizer", build)
+    o = run(data, sched, cfg(max_steps=8, eval_every=4))
+    assert seen == [(sched.lr(i), sched.momentum(i)) for i in range(8)]
+    assert len(set(seen)) == 7  # recognisable: only steps 0 and 6 share a value (min_lr, 0.95)
+    # An evaluation point reports the values of the step just taken.
+    assert [(p.lr, p.momentum) for p in o.curve] == [seen[3], seen[7]]
