@@ -4,6 +4,7 @@ Everything here reads the run folder's files, so ``python -m bench report RUN_DI
 finished run exactly as the run itself did.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,12 @@ def trial_summary(trials: pd.DataFrame) -> pd.DataFrame:
     return trials.groupby("trial", sort=False).apply(per_trial, include_groups=False).loc[order]
 
 
-def _fmt(v: Any, digits: int = 1) -> str:
+def _fmt(v: Any, digits: int = 1, pct: bool = False) -> str:
+    """A table cell: numbers rounded (or as signed percentages), missing values as '-'."""
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "-"
     if isinstance(v, float):
-        return "-" if pd.isna(v) else f"{v:,.{digits}f}"
+        return f"{v:+.1%}" if pct else f"{v:,.{digits}f}"
     return str(v)
 
 
@@ -107,7 +111,7 @@ def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -
              f"({plan.get('pipeline')} pipeline, {plan.get('settings', {}).get('precision')}), "
              f"target {plan.get('target')}")
     if console is not None and len(summary):
-        console.print(summary_table(summary, title))
+        print_wide(console, summary_table(summary, title))
     if len(curves):
         plot_curves(curves, run_dir / "curves.png")
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
@@ -123,7 +127,6 @@ def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -
 
 
 def _env_text(env: dict[str, Any]) -> str:
-    import json
     return json.dumps(env.get("env", {}), indent=2, default=str)
 
 
@@ -145,12 +148,6 @@ def render_lr_find(run_dir: Path, console: Console | None) -> None:
     render(run_dir, console)
 
 
-def _num(v: Any, digits: int = 1, pct: bool = False) -> str:
-    if v is None or pd.isna(v):
-        return "-"
-    return f"{v:+.1%}" if pct else f"{v:,.{digits}f}"
-
-
 def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
     """throughput.csv as the strings shown in the table and summary.md."""
     setup = [" ".join([p, "CL" if cl else "NCHW"] + ([] if c == "off" else [f"compile:{c}"]))
@@ -158,16 +155,16 @@ def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
     out = pd.DataFrame({
         "case": df.case, "pipeline": df.pipeline.where(df.model, df.pipeline + " alone"),
         "setup": setup, "batch": df.batch_size.astype(str), "steps": df.steps.astype(str),
-        "img/s": df.imgs_per_s.map(_num), "x base": df.ratio_to_baseline.map(lambda v: _num(v, 2)),
-        "step ms": df.step_ms_median.map(_num),
-        "p10-p90 ms": [f"{_num(a)}-{_num(b)}" if a is not None and not pd.isna(a) else "-"
+        "img/s": df.imgs_per_s.map(_fmt), "x base": df.ratio_to_baseline.map(lambda v: _fmt(v, 2)),
+        "step ms": df.step_ms_median.map(_fmt),
+        "p10-p90 ms": [f"{_fmt(a)}-{_fmt(b)}" if a is not None and not pd.isna(a) else "-"
                        for a, b in zip(df.step_ms_p10, df.step_ms_p90, strict=True)],
-        "warm-up s": df.warmup_s.map(_num), "peak MiB": df.peak_mem_mib.map(lambda v: _num(v, 0)),
+        "warm-up s": df.warmup_s.map(_fmt), "peak MiB": df.peak_mem_mib.map(lambda v: _fmt(v, 0)),
         "status": df.status,
     })
     if df.baseline_imgs_per_s.notna().any():
-        out["baseline img/s"] = df.baseline_imgs_per_s.map(_num)
-        out["delta"] = [_num(d, pct=True) + (" REGRESSION" if limit is not None and d is not None
+        out["baseline img/s"] = df.baseline_imgs_per_s.map(_fmt)
+        out["delta"] = [_fmt(d, pct=True) + (" REGRESSION" if limit is not None and d is not None
                                              and not pd.isna(d) and d < -limit else "") for d in df.delta]
     return out
 
@@ -210,10 +207,8 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
     return df
 
 
-# kind recorded in env.json -> renderer; other commands register theirs here
-RENDERERS = {"run": render_run}
-RENDERERS["lr_find"] = render_lr_find
-RENDERERS["throughput"] = render_throughput
+# the kind recorded in env.json -> its renderer
+RENDERERS = {"run": render_run, "lr_find": render_lr_find, "throughput": render_throughput}
 
 
 def render_any(run_dir: Path, console: Console) -> None:

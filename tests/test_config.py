@@ -7,8 +7,6 @@ file runs in seconds. The unmodified copy is checked to be valid, so every failu
 by its mutation alone.
 """
 
-import json
-import math
 import os
 import signal
 import subprocess
@@ -22,6 +20,7 @@ import pytest
 
 from bench import cli
 from bench import config as config_mod
+from tomlwrite import dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -29,31 +28,6 @@ Mutation = Callable[[dict[str, Any]], None]
 
 
 # ---- a tiny valid config -----------------------------------------------------------------------
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float) and math.isnan(v):
-        return "nan"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {v!r}")
-
-
-def dump_toml(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    """Enough of a TOML writer for bench.toml: scalars and lists first, then sub-tables."""
-    lines = [f"[{'.'.join(json.dumps(k) for k in prefix)}]"] if prefix else []
-    lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    text = "\n".join(lines) + "\n"
-    for k, v in table.items():
-        if isinstance(v, dict):
-            text += "\n" + dump_toml(v, (*prefix, k))
-    return text
-
 
 def tiny_dict() -> dict[str, Any]:
     """bench.toml plus tiny CPU trials (seconds each) and a `tiny` profile."""

@@ -29,6 +29,7 @@ import torch
 import sc_fast.train
 from bench import cli
 from bench.results import CurveRow, TrialRow, atomic_write_text, read_rows, write_rows
+from tomlwrite import dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -64,28 +65,6 @@ def write_fake_cifar(parent: Path, per_file: int = 16, test: int = 50,
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     return folder
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"no TOML for {v!r}")
-
-
-def dump_toml(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
-    lines = [f"[{'.'.join(json.dumps(k) for k in prefix)}]"] if prefix else []
-    lines += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    text = "\n".join(lines) + "\n"
-    for k, v in table.items():
-        if isinstance(v, dict):
-            text += "\n" + dump_toml(v, (*prefix, k))
-    return text
 
 
 def write_config(path: Path, data_root: Path) -> Path:
