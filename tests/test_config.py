@@ -20,7 +20,7 @@ import pytest
 
 from bench import cli
 from bench import config as config_mod
-from tomlwrite import dump_toml
+from helpers import assert_one_line, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -69,15 +69,6 @@ def _restore_sigterm() -> Iterator[None]:
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str]:
     rc = cli.main([str(a) for a in argv])
     return rc, capsys.readouterr().err
-
-
-def assert_one_line(err: str, *needles: str) -> str:
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    for n in needles:
-        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def assert_usage_error(capsys: pytest.CaptureFixture[str], out: Path, argv: list[Any], *needles: str) -> str:

@@ -29,7 +29,7 @@ import torch
 import sc_fast.train
 from bench import cli
 from bench.results import CurveRow, TrialRow, atomic_write_text, read_rows, write_rows
-from tomlwrite import dump_toml
+from helpers import assert_one_line, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -199,15 +199,6 @@ def assert_clean_curves(run_dir: Path) -> None:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def assert_one_line(err: str, *needles: str) -> str:
-    assert "Traceback" not in err, err
-    lines = err.splitlines()
-    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
-    for n in needles:
-        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ---- 1. interruption -------------------------------------------------------------------------------

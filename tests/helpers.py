@@ -1,5 +1,5 @@
-"""A small TOML writer for tests that mutate a parsed bench.toml and write it back
-(tomllib reads TOML; the standard library has no writer)."""
+"""Helpers shared by the config and robustness tests: a small TOML writer (tests mutate a parsed
+bench.toml and write it back; the standard library only reads TOML) and the one-line-error check."""
 
 import json
 import math
@@ -29,3 +29,12 @@ def dump_toml(table: dict[str, Any], prefix: tuple[str, ...] = ()) -> str:
         if isinstance(v, dict):
             text += "\n" + dump_toml(v, (*prefix, k))
     return text
+
+
+def assert_one_line(err: str, *needles: str) -> str:
+    assert "Traceback" not in err, err
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{err}"
+    for n in needles:
+        assert n in lines[0], f"{n!r} not in {lines[0]!r}"
+    return lines[0]
