@@ -23,13 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from bench import config as config_mod  # noqa: E402
-from bench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data, resolve_device  # noqa: E402
+from bench.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data,  # noqa: E402
+                       make_run_dir, resolve_device)
 from bench.config import Config, ConfigError, TrialSpec, resolved_dict  # noqa: E402
-from bench.results import (LrFindRow, atomic_write, atomic_write_json, atomic_write_text, new_run_dir,  # noqa: E402
-                           read_json, read_rows, write_rows)
+from bench.results import (LrFindRow, atomic_write, atomic_write_json, atomic_write_text, read_json,  # noqa: E402
+                           read_rows, write_rows)
 from bench.runner import DTYPES  # noqa: E402
 from sc_fast import lr_find  # noqa: E402
-from sc_fast.env import device_slug, fingerprint  # noqa: E402
+from sc_fast.env import fingerprint  # noqa: E402
 from sc_fast.model import resnet56  # noqa: E402
 from sc_fast.pipeline import Pipeline, PipelineSpec, make_pipeline, resolve_pipeline  # noqa: E402
 from sc_fast.train import TrainConfig  # noqa: E402
@@ -141,7 +142,7 @@ def cmd_lr_find(args: argparse.Namespace, console: Console) -> int:
     pipeline = _pipeline(plan, data, device)  # before the run folder: a bad pipeline writes nothing
     if notice:
         console.print(f"[yellow]{notice}[/yellow]")
-    run_dir = new_run_dir(out, device_slug(device))
+    run_dir = make_run_dir(out, device)
     console.print(f"run folder: {run_dir}")
     env = {"run_id": run_dir.name, "kind": "lr_find", "state": "running", "env": fingerprint(),
            "config": resolved_dict(cfg), "lr_find": plan.to_json(), "ramps": {}}

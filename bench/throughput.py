@@ -25,12 +25,13 @@ from rich.console import Console
 
 from bench import config as config_mod
 from bench import report
-from bench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data, resolve_device
+from bench.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data, make_run_dir,
+                       resolve_device)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
-from bench.results import RunError, ThroughputRow, atomic_write_json, new_run_dir, read_json, read_rows, write_rows
+from bench.results import RunError, ThroughputRow, atomic_write_json, read_json, read_rows, write_rows
 from bench.runner import _error_text
 from sc_fast.data import Cifar10
-from sc_fast.env import device_slug, fingerprint
+from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineSpec, PipelineUnavailable, make_pipeline
 from sc_fast.throughput import (
     Measurement,
@@ -295,7 +296,7 @@ def cmd_throughput(args: argparse.Namespace, console: Console) -> int:
     check_writable(out)
     needs_data = any(c.pipeline != "synthetic" and not c.skip_reason(device) for c in cases)
     data = load_data(cfg, args.data) if needs_data else None  # before the run folder: errors write nothing
-    run_dir = new_run_dir(out, device_slug(device))
+    run_dir = make_run_dir(out, device)
     env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
            "settings": asdict(s), "cases": [asdict(c) for c in cases], "env": fp, "config": resolved_dict(cfg),
            "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
