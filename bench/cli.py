@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--min-lr", type=float, help="start of the exponential ramp")
     lf.add_argument("--max-lr", type=float, help="end of the exponential ramp")
     lf.add_argument("--steps", type=int, help="steps of the exponential ramp")
+    lf.add_argument("--trial", help="take batch size, weight decay and augmentation from this trial "
+                    "(default: [lr_find].trial)")
     lf.add_argument("--mode", choices=("exponential", "linear", "both"), default="both")
     lf.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     lf.add_argument("--data", default=None, help="folder holding cifar-10-batches-py")

@@ -145,6 +145,11 @@ class TrialSpec:
     train_images: int
     eval_images: int
 
+    @staticmethod
+    def from_json(d: dict[str, Any]) -> "TrialSpec":
+        """The inverse of ``dataclasses.asdict``, as stored in a run's env.json."""
+        return TrialSpec(**{**d, "schedule_args": tuple((k, v) for k, v in d["schedule_args"])})
+
     def build_schedule(self) -> Schedule:
         args = {_RENAME.get(k, k): tuple(v) if isinstance(v, list) else v for k, v in self.schedule_args}
         cls = KINDS[self.schedule]

@@ -90,7 +90,10 @@ def plan_from(cfg: Config, args: argparse.Namespace, device: torch.device, pipel
     if start >= end:
         raise UsageError(f"exponential ramp: start LR {start:g} (--min-lr or lr_find.start_lr in {cfg.path}) "
                          f"must be below end LR {end:g} (--max-lr or lr_find.end_lr)")
-    trial = cfg.trials[cfg.lr_find.get("trial", next(iter(cfg.trials)))]
+    name = args.trial or cfg.lr_find.get("trial", next(iter(cfg.trials)))
+    if name not in cfg.trials:
+        raise UsageError(f"--trial: {cfg.path} has no trial {name!r} (known: {', '.join(cfg.trials)})")
+    trial = cfg.trials[name]
     dev = cfg.devices[device.type]
     return LrFindPlan(
         mode=args.mode, trial=trial,

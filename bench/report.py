@@ -12,10 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on benchmark machines
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench.config import TrialSpec  # noqa: E402
 from bench.results import (CurveRow, RunError, ThroughputRow, TrialRow, atomic_write, atomic_write_text, columns,  # noqa: E402
                            read_json, read_rows)
 
@@ -71,18 +73,31 @@ def markdown(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, rule, *body])
 
 
-def plot_curves(curves: pd.DataFrame, path: Path) -> None:
+def _schedule_lines(s: pd.DataFrame, schedule: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per-step LR and momentum from the trial's schedule (the curve rows hold them only at evaluation
+    points, which draws a 1cycle as a few straight segments); training seconds for each step are
+    interpolated between evaluations, from (0 steps, 0 s)."""
+    steps = np.arange(int(s.step.max()) + 1)
+    secs = np.interp(steps, np.r_[0, s.step.to_numpy(float)], np.r_[0.0, s.train_time_s.to_numpy(float)])
+    return {"lr": (steps, secs, np.array([schedule.lr(int(i)) for i in steps])),
+            "momentum": (steps, secs, np.array([schedule.momentum(int(i)) for i in steps]))}
+
+
+def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | None = None) -> None:
     """LR, momentum, training loss and test accuracy against steps (top) and training seconds
-    (bottom); one colour per trial, one line per seed."""
+    (bottom); one colour per trial, one line per seed. LR and momentum are drawn per step when the
+    trial's schedule is given (``schedules``: trial name -> schedule), else at evaluation points."""
     panels = [("lr", "learning rate"), ("momentum", "momentum"), ("train_loss", "train loss"),
               ("test_acc", "test accuracy")]
     fig, axes = plt.subplots(2, 4, figsize=(18, 8), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (trial, g) in enumerate(curves.groupby("trial", sort=False)):
         for j, (seed, s) in enumerate(g.groupby("seed")):
-            for row, x in enumerate(("step", "train_time_s")):
-                for col, (y, _) in enumerate(panels):
-                    axes[row][col].plot(s[x], s[y], color=colours[i % len(colours)], alpha=0.85,
+            dense = _schedule_lines(s, schedules[trial]) if schedules and trial in schedules else {}
+            for col, (y, _) in enumerate(panels):
+                by_step, by_time, ys = dense.get(y, (s.step, s.train_time_s, s[y]))
+                for row, xs in enumerate((by_step, by_time)):
+                    axes[row][col].plot(xs, ys, color=colours[i % len(colours)], alpha=0.85,
                                         label=trial if j == 0 else None)
     for row, xlabel in enumerate(("step", "training seconds")):
         for col, (_, ylabel) in enumerate(panels):
@@ -98,11 +113,20 @@ def plot_curves(curves: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
+    """trial name -> schedule, rebuilt from the plan stored in env.json ({} when it cannot be)."""
+    try:
+        return {t["name"]: TrialSpec.from_json(t).build_schedule() for t in env.get("plan", {}).get("trials", [])}
+    except (KeyError, TypeError, ValueError):  # an older or hand-edited env.json: fall back to eval points
+        return {}
+
+
 def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -> pd.DataFrame:
     """summary.md and curves.png for a `bench run` folder; prints the table. Returns the summary."""
     env = read_json(run_dir / "env.json")
-    trials = frame(read_rows(run_dir / "trials.csv", TrialRow), TrialRow)
-    curves_path = run_dir / "curves.csv"
+    # a run stopped before its first trial finished has no trials.csv yet: render it as such
+    trials_path, curves_path = run_dir / "trials.csv", run_dir / "curves.csv"
+    trials = frame(read_rows(trials_path, TrialRow) if trials_path.exists() else [], TrialRow)
     curves = frame(read_rows(curves_path, CurveRow), CurveRow) if curves_path.exists() else pd.DataFrame()
     summary = trial_summary(trials) if len(trials) else pd.DataFrame()
     plan = env.get("plan", {})
@@ -112,8 +136,10 @@ def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -
              f"target {plan.get('target')}")
     if console is not None and len(summary):
         print_wide(console, summary_table(summary, title))
+    elif console is not None:
+        console.print(f"{title}\nno trial has finished (state: {env.get('state')})")
     if len(curves):
-        plot_curves(curves, run_dir / "curves.png")
+        plot_curves(curves, run_dir / "curves.png", _plan_schedules(env))
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
     if len(summary):
         lines += ["## Time to target (medians over seeds that reached it)", "", markdown(summary), ""]

@@ -53,8 +53,7 @@ class Plan:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Plan":
-        trials = tuple(TrialSpec(**{**t, "schedule_args": tuple((k, v) for k, v in t["schedule_args"])})
-                       for t in d["trials"])
+        trials = tuple(TrialSpec.from_json(t) for t in d["trials"])
         return Plan(profile=d["profile"], trials=trials, seeds=tuple(d["seeds"]), target=d["target"],
                     stop_at_target=d["stop_at_target"], device=d["device"], pipeline=d["pipeline"],
                     settings=DeviceSettings(**d["settings"]))

@@ -506,6 +506,19 @@ def test_damaged_run_folder_exits_2_naming_what_is_wrong(
     assert snapshot(tmp_path) == parent, "a damaged run folder was written to"
 
 
+def test_report_of_a_run_stopped_before_its_first_trial(
+        tmp_path: Path, done_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Killed during the first trial: env.json exists, trials.csv and curves.csv do not yet.
+    run = tmp_path / done_run.name
+    shutil.copytree(done_run, run)
+    (run / "trials.csv").unlink()
+    (run / "curves.csv").unlink()
+    rc, out, err = run_main(capsys, "report", run)
+    assert rc == 0, err
+    assert "no trial has finished" in out
+    assert "## Trials" not in (run / "summary.md").read_text()
+
+
 # ---- 4. environment ------------------------------------------------------------------------------
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
