@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     run.add_argument("--pipeline", choices=("auto", "dali", "torch"), default=None)
     run.add_argument("--data", default=None, help="folder holding cifar-10-batches-py")
-    run.add_argument("--out", default="runs")
+    run.add_argument("--out", default="results")
     run.add_argument("--resume", metavar="RUN_DIR")
     run.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     run.set_defaults(func=cmd_run)
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--repeats", type=int, help="timed repeats per case; medians are compared")
     tp.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     tp.add_argument("--data", default=None, help="folder holding cifar-10-batches-py")
-    tp.add_argument("--out", default="runs")
+    tp.add_argument("--out", default="results")
     tp.add_argument("--baseline", metavar="RUN_DIR", help="an earlier throughput run to compare with")
     tp.add_argument("--max-regression", type=float, default=0.05, metavar="FRAC",
                     help="exit 1 when a case is slower than the baseline by more than this fraction")
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     lf.add_argument("--mode", choices=("exponential", "linear", "both"), default="both")
     lf.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     lf.add_argument("--data", default=None, help="folder holding cifar-10-batches-py")
-    lf.add_argument("--out", default="runs")
+    lf.add_argument("--out", default="results")
     lf.set_defaults(func=_lazy("bench.lrfind", "cmd_lr_find"))
 
     cmp = sub.add_parser("compare", help="put runs from different GPUs or commits side by side")
