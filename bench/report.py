@@ -117,7 +117,7 @@ def _plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
     """trial name -> schedule, rebuilt from the plan stored in env.json ({} when it cannot be)."""
     try:
         return {t["name"]: TrialSpec.from_json(t).build_schedule() for t in env.get("plan", {}).get("trials", [])}
-    except (KeyError, TypeError, ValueError):  # an older or hand-edited env.json: fall back to eval points
+    except (AttributeError, KeyError, TypeError, ValueError):  # an older or hand-edited env.json: eval points
         return {}
 
 
