@@ -241,8 +241,7 @@ NOTES = {
 
 def render(run_dir: Path, console: Console | None) -> list[Found]:
     env = read_json(run_dir / "env.json")
-    csv_path = run_dir / "lr_find.csv"
-    rows = read_rows(csv_path, LrFindRow) if csv_path.exists() else []
+    rows = read_rows(run_dir / "lr_find.csv", LrFindRow, missing_ok=True)
     found = suggestions(rows, env)
     if console is not None:
         console.print(_table(found, run_dir.name))

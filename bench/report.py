@@ -125,9 +125,8 @@ def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -
     """summary.md and curves.png for a `bench run` folder; prints the table. Returns the summary."""
     env = read_json(run_dir / "env.json")
     # a run stopped before its first trial finished has no trials.csv yet: render it as such
-    trials_path, curves_path = run_dir / "trials.csv", run_dir / "curves.csv"
-    trials = frame(read_rows(trials_path, TrialRow) if trials_path.exists() else [], TrialRow)
-    curves = frame(read_rows(curves_path, CurveRow), CurveRow) if curves_path.exists() else pd.DataFrame()
+    trials = frame(read_rows(run_dir / "trials.csv", TrialRow, missing_ok=True), TrialRow)
+    curves = frame(read_rows(run_dir / "curves.csv", CurveRow, missing_ok=True), CurveRow)
     summary = trial_summary(trials) if len(trials) else pd.DataFrame()
     plan = env.get("plan", {})
     hw = env.get("env", {})

@@ -11,10 +11,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -174,8 +174,11 @@ def _parse(value: str, annotation: Any) -> Any:
     return value
 
 
-def read_rows(path: Path, cls: type[T]) -> list[T]:
-    """Rows of a CSV written by ``write_rows``; RunError names the file and row if damaged."""
+def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
+    """Rows of a CSV written by ``write_rows``; RunError names the file and row if damaged.
+    ``missing_ok``: a file not written yet (a run stopped before its first row) holds no rows."""
+    if missing_ok and not path.exists():
+        return []
     try:
         with open(path, newline="") as f:
             text = f.read()

@@ -139,8 +139,8 @@ def existing(run_dir: Path) -> tuple[list[TrialRow], list[CurveRow]]:
     """The rows on disk (RunError if a file is damaged). Curves of a trial without a row belong to
     a cut-off attempt and are dropped: a rerun starts from scratch, never stitched."""
     trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
-    rows = read_rows(trials_csv, TrialRow) if trials_csv.exists() else []
-    curves = read_rows(curves_csv, CurveRow) if curves_csv.exists() else []
+    rows = read_rows(trials_csv, TrialRow, missing_ok=True)
+    curves = read_rows(curves_csv, CurveRow, missing_ok=True)
     done = [(r.trial, r.seed) for r in rows]
     for key in done:
         if done.count(key) > 1:
