@@ -237,7 +237,7 @@ def test_cli_schedule_csv_matches_config() -> None:
     for i, (step, lr, mom) in enumerate(rows[1:]):
         # repr() round-trips floats, so the printed values are the schedule's exactly
         assert (int(step), float(lr), float(mom)) == (i, sched.lr(i), sched.momentum(i))
-    assert float(rows[-1][1]) == approx(0.0008)  # bench.toml's final_lr, on the last step
+    assert float(rows[-1][1]) == approx(dict(spec.schedule_args)["final_lr"])  # annihilation ends on the last step
 
 
 def test_cli_schedule_plot(tmp_path: Path) -> None:
