@@ -147,7 +147,7 @@ def test_trials_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -
 
 
 def test_curves_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
-    _, run_dir, _ = tiny
+    _, run_dir, config = tiny
     header, rows = read_csv(run_dir / "curves.csv")
     assert [c for c in CURVE_COLUMNS if c not in header] == []
     assert [(r["trial"], r["step"]) for r in rows] == [("1cycle", "3"), ("1cycle", "6"),
@@ -155,8 +155,8 @@ def test_curves_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -
     for r in rows:
         assert float(r["wall_time_s"]) >= float(r["train_time_s"]) > 0
         assert 0 <= float(r["test_acc"]) <= 1
-    # bench.toml's multistep has its milestones beyond 6 steps: its base LR throughout
-    base_lr = config_mod.load(REPO / "bench.toml").trials["multistep"].build_schedule().lr(0)
+    # the run's multistep has its milestones beyond 6 steps: its base LR throughout
+    base_lr = config_mod.load(config).trials["multistep"].build_schedule().lr(0)
     assert {float(r["lr"]) for r in rows if r["trial"] == "multistep"} == {base_lr}
 
 
