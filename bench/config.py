@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sc_fast.pipeline import AUGMENTS
-from sc_fast.schedules import KINDS, OneCycle, Schedule, ScheduleError
+from sc_fast.schedules import KINDS, OneCycle, Schedule, ScheduleError, canonical_kind
 from sc_fast.train import COMPILE_MODES, PRECISIONS
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "bench.toml"
@@ -60,6 +60,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
     "list[int]": lambda v: isinstance(v, list) and all(_TYPES["int"](x) for x in v),
+    "bool or \"auto\"": lambda v: isinstance(v, bool) or v == "auto",
 }
 
 Field = tuple[str, Callable[[Any], str | None]]
@@ -90,10 +91,11 @@ SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
                  "max_momentum": ("float", _unit), "min_momentum": ("float", _unit)},
 }
 _RENAME = {"lr": "base_lr", "momentum": "base_momentum"}
+# "auto": resolved from what the device can do when a command starts (bench.build.resolve_settings)
 DEVICE_FIELDS: dict[str, Field] = {
-    "precision": ("str", _one_of(*PRECISIONS)),
-    "channels_last": ("bool", _any),
-    "compile": ("str", _one_of(*COMPILE_MODES)),
+    "precision": ("str", _one_of("auto", *PRECISIONS)),
+    "channels_last": ("bool or \"auto\"", _any),
+    "compile": ("str", _one_of("auto", *COMPILE_MODES)),
     "warmup_steps": ("int", _non_negative),
 }
 DATA_FIELDS: dict[str, Field] = {
@@ -110,6 +112,7 @@ LR_FIND_FIELDS: dict[str, Field] = {
     "linear_steps": ("int", _positive), "eval_every": ("int", _positive),
     "eval_images": ("int", _non_negative), "smoothing": ("float", _unit),
     "diverge_factor": ("float", _positive),
+    "cpu_steps": ("int", _positive),  # without a GPU every ramp is bounded to this (the full test: ~1 h)
 }
 THROUGHPUT_FIELDS: dict[str, Field] = {
     "steps": ("int", _positive), "warmup": ("int", _non_negative), "repeats": ("int", _positive),
@@ -160,8 +163,11 @@ class TrialSpec:
 
 @dataclass(frozen=True)
 class DeviceSettings:
+    """Execution settings; as read from bench.toml any of the first three may be "auto", as a run
+    uses them (after bench.build.resolve_settings) none is."""
+
     precision: str
-    channels_last: bool
+    channels_last: bool | str
     compile: str
     warmup_steps: int
 
@@ -261,9 +267,7 @@ def _trial(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -> Tria
     where = f"trials.{name}"
     table = _table(raw, where, path)
     _require(table, ("schedule",), where, path)
-    kind = table.get("schedule")
-    aliases = {"1cycle": "onecycle", "triangular": "clr"}
-    kind = aliases.get(kind, kind)
+    kind = canonical_kind(str(table.get("schedule")))
     if kind not in SCHEDULE_FIELDS:
         raise ConfigError(f"{path}: {where}.schedule must be one of {', '.join(SCHEDULE_FIELDS)}, "
                           f"got {table.get('schedule')!r}")
@@ -354,10 +358,9 @@ def parse(raw: Mapping[str, Any], path: Path, text: str) -> Config:
     throughput = _read(tp_raw, THROUGHPUT_FIELDS, "throughput", path)
     cases = {n: _read(_table(c, f"throughput.cases.{n}", path), CASE_FIELDS, f"throughput.cases.{n}", path)
              for n, c in cases_raw.items()}
-    for key in ("default_cases",):
-        for n in throughput.get(key, []):
-            if n not in cases:
-                raise ConfigError(f"{path}: throughput.{key} names unknown case {n!r}")
+    for n in throughput.get("default_cases", []):
+        if n not in cases:
+            raise ConfigError(f"{path}: throughput.default_cases names unknown case {n!r}")
     return Config(path=path, sha256=hashlib.sha256(text.encode()).hexdigest(), raw=raw,
                   data=DataSettings(root=data.get("root", ""), download=data.get("download", True),
                                     pipeline=data.get("pipeline", "auto")),

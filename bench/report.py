@@ -1,7 +1,8 @@
-"""Rows -> tables, summary.md and plots. The only place results become DataFrames.
+"""Rows -> tables, summary.md and plots, for every kind of run folder. The only place results
+become DataFrames (with ``bench.commands.compare``'s joins, which start from ``frame``).
 
 Everything here reads the run folder's files, so ``python -m bench report RUN_DIR`` re-renders a
-finished run exactly as the run itself did.
+finished run exactly as the run itself did. Range tests render in ``bench.report_lr_find``.
 """
 
 import json
@@ -17,9 +18,10 @@ import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
-from bench.results import (CurveRow, RunError, ThroughputRow, TrialRow, atomic_write, atomic_write_text, columns,  # noqa: E402
-                           read_json, read_rows)
+from bench.results import (CurveRow, RunError, RunFolder, ThroughputRow, TrialRow, atomic_write,  # noqa: E402
+                           atomic_write_text, columns, read_json, read_rows)
 
 
 def frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -73,7 +75,7 @@ def markdown(df: pd.DataFrame, digits: int = 4) -> str:
     return "\n".join([head, rule, *body])
 
 
-def _schedule_lines(s: pd.DataFrame, schedule: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def schedule_lines(s: pd.DataFrame, schedule: Any) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per-step LR and momentum from the trial's schedule (the curve rows hold them only at evaluation
     points, which draws a 1cycle as a few straight segments); training seconds for each step are
     interpolated between evaluations, from (0 steps, 0 s)."""
@@ -93,7 +95,7 @@ def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | No
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (trial, g) in enumerate(curves.groupby("trial", sort=False)):
         for j, (seed, s) in enumerate(g.groupby("seed")):
-            dense = _schedule_lines(s, schedules[trial]) if schedules and trial in schedules else {}
+            dense = schedule_lines(s, schedules[trial]) if schedules and trial in schedules else {}
             for col, (y, _) in enumerate(panels):
                 by_step, by_time, ys = dense.get(y, (s.step, s.train_time_s, s[y]))
                 for row, xs in enumerate((by_step, by_time)):
@@ -113,7 +115,7 @@ def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | No
     plt.close(fig)
 
 
-def _plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
+def plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
     """trial name -> schedule, rebuilt from the plan stored in env.json ({} when it cannot be)."""
     try:
         return {t["name"]: TrialSpec.from_json(t).build_schedule() for t in env.get("plan", {}).get("trials", [])}
@@ -121,7 +123,7 @@ def _plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -> pd.DataFrame:
+def render_run(run_dir: Path, console: Console | None) -> pd.DataFrame:
     """summary.md and curves.png for a `bench run` folder; prints the table. Returns the summary."""
     env = read_json(run_dir / "env.json")
     # a run stopped before its first trial finished has no trials.csv yet: render it as such
@@ -138,7 +140,7 @@ def render_run(run_dir: Path, console: Console | None, json_out: bool = False) -
     elif console is not None:
         console.print(f"{title}\nno trial has finished (state: {env.get('state')})")
     if len(curves):
-        plot_curves(curves, run_dir / "curves.png", _plan_schedules(env))
+        plot_curves(curves, run_dir / "curves.png", plan_schedules(env))
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
     if len(summary):
         lines += ["## Time to target (medians over seeds that reached it)", "", markdown(summary), ""]
@@ -165,12 +167,6 @@ def plot_schedule(name: str, schedule: Any, steps: int, path: Path) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
-
-
-def render_lr_find(run_dir: Path, console: Console | None) -> None:
-    """summary.md, lr_find.png and the suggestions table of a `bench lr-find` folder."""
-    from bench.lrfind import render  # the range test's rendering lives with its command
-    render(run_dir, console)
 
 
 def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
@@ -233,13 +229,11 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
 
 
 # the kind recorded in env.json -> its renderer
-RENDERERS = {"run": render_run, "lr_find": render_lr_find, "throughput": render_throughput}
+RENDERERS = {"run": render_run, "lr_find": report_lr_find.render, "throughput": render_throughput}
 
 
 def render_any(run_dir: Path, console: Console) -> None:
-    if not (run_dir / "env.json").is_file():
-        raise RunError(f"{run_dir}: not a run folder (no env.json)")
-    kind = read_json(run_dir / "env.json").get("kind")
+    kind = RunFolder.open(run_dir).kind
     if kind not in RENDERERS:
         raise RunError(f"{run_dir}/env.json: unknown run kind {kind!r}")
     RENDERERS[kind](run_dir, console)

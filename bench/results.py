@@ -3,6 +3,9 @@
 Rows are frozen dataclasses with units in their field names; they are written as CSV with the
 columns in field order. Every file is written whole to a temporary file and renamed into place,
 so a kill at any moment leaves either the old file or the new one, never half of one.
+
+``RunFolder`` owns a run folder's env.json: its kind (which command wrote it), its state
+(running, complete, failed, interrupted) and the "is this a folder of kind X" check.
 """
 
 import csv
@@ -225,3 +228,54 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise RunError(f"{path}: damaged (a JSON {type(obj).__name__}, not an object)")
     return obj
+
+
+STATES = ("running", "complete", "failed", "interrupted")
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """``<out>/<run_id>/`` as written by one command; env.json says which (``kind``)."""
+
+    path: Path
+
+    @property
+    def env_path(self) -> Path:
+        return self.path / "env.json"
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @staticmethod
+    def open(path: Path, label: str = "") -> "RunFolder":
+        """An existing folder with a readable env.json (RunError naming it otherwise); ``label``
+        prefixes messages with the flag that named it, e.g. ``--baseline ``."""
+        if not path.is_dir():
+            raise RunError(f"{label}{path}: not a run folder (no such folder)")
+        if not (path / "env.json").is_file():
+            raise RunError(f"{label}{path}: not a run folder (no env.json)")
+        folder = RunFolder(path)
+        folder.env()  # damaged JSON fails here, before anything else reads it
+        return folder
+
+    def env(self) -> dict[str, Any]:
+        return read_json(self.env_path)
+
+    @property
+    def kind(self) -> str | None:
+        return self.env().get("kind")
+
+    def write_env(self, env: dict[str, Any]) -> None:
+        atomic_write_json(self.env_path, env)
+
+    def update_env(self, **fields: Any) -> dict[str, Any]:
+        """Merges ``fields`` into env.json (created if absent); returns the new contents."""
+        env = self.env() if self.env_path.exists() else {}
+        env.update(fields)
+        self.write_env(env)
+        return env
+
+    def set_state(self, state: str) -> None:
+        assert state in STATES, state
+        self.update_env(state=state)

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from sc_fast.pipeline import dali_build
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -72,6 +74,7 @@ def fingerprint(repo: Path | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
         "dali": _version("nvidia-dali-cuda120") or _version("nvidia-dali-cuda130"),
+        "dali_build": dali_build(),  # DALI's own CUDA build, beside torch's "cuda"
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

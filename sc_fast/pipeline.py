@@ -15,7 +15,7 @@ partial training batch is dropped; evaluation covers every test image, in order.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -264,17 +264,42 @@ def dali_available() -> str | None:
     return None
 
 
-def resolve_pipeline(requested: str, device: torch.device) -> tuple[str, str | None]:
-    """(pipeline to use, notice for the user or None). Raises PipelineUnavailable for 'dali'."""
+def dali_build() -> dict[str, object] | None:
+    """DALI's version and the CUDA it was built for (beside torch's CUDA in env.json: a wheel for
+    another CUDA major than the driver's is a classic cause of a GPU pipeline that will not build);
+    None when DALI does not import."""
+    if dali_available():
+        return None
+    import nvidia.dali as dali
+
+    return {"version": dali.__version__, "cuda_build": getattr(dali, "__cuda_version__", None)}
+
+
+def dali_builds(device: torch.device) -> str | None:
+    """None if DALI imports here and its graph builds on ``device``, else the reason it does not
+    (a CPU-only DALI wheel, a driver mismatch, an operator this version lacks, ...)."""
     reason = dali_available()
+    if reason:
+        return reason
+    try:
+        _dali_graph(8, "crop_flip", PipelineSpec(batch_size=8), device)
+    except Exception as e:  # noqa: BLE001  whatever DALI raises, the answer is "not here"
+        return f"the DALI pipeline does not build on {device} ({type(e).__name__}: {str(e).splitlines()[0]})"
+    return None
+
+
+def resolve_pipeline(requested: str, device: torch.device,
+                     check: Callable[[torch.device], str | None] = dali_builds) -> tuple[str, str | None]:
+    """(pipeline to use, notice for the user or None). 'auto' takes DALI on CUDA when ``check``
+    finds it imports and builds there, else torch with a notice; 'dali' asked for by name and
+    unavailable raises PipelineUnavailable with the reason."""
+    if requested == "torch" or (requested == "auto" and device.type != "cuda"):
+        return "torch", None
+    reason = check(device)
     if requested == "dali":
         if reason:
             raise PipelineUnavailable(reason)
         return "dali", None
-    if requested == "torch":
-        return "torch", None
-    if device.type != "cuda":
-        return "torch", None
     if reason:
         return "torch", f"pipeline auto: using torch ({reason})"
     return "dali", None
@@ -389,7 +414,11 @@ class DaliPipeline:
         # lands on every integer offset exactly, so the 81 offsets stay equally likely.
         crop_pos = (offsets.float() / max(2 * self.pad, 1)).numpy()
         mirror = flips.int().numpy()
-        host_perm, perm = perm.numpy(), perm.to(self.device)
+        host_perm = perm.numpy()
+        if self.device.type == "cuda":
+            # Pinned memory makes the copy asynchronous on torch's stream: a pageable copy would
+            # block the host inside the training clock once per epoch.
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
         b = self.batch_size
         for i in range(self.steps_per_epoch):
             idx, host_idx = perm[i * b:(i + 1) * b], host_perm[i * b:(i + 1) * b]

@@ -205,12 +205,11 @@ class ExponentialRamp:
 
 Schedule = Constant | Triangular | MultiStep | OneCycle | LinearRamp | ExponentialRamp
 
-# The names a config file uses for each schedule kind.
-KINDS: dict[str, type] = {
-    "constant": Constant,
-    "clr": Triangular,
-    "triangular": Triangular,
-    "multistep": MultiStep,
-    "onecycle": OneCycle,
-    "1cycle": OneCycle,
-}
+# The schedule kinds a trial may name, and the other names a config file may use for them.
+KINDS: dict[str, type] = {"constant": Constant, "clr": Triangular, "multistep": MultiStep, "onecycle": OneCycle}
+ALIASES: dict[str, str] = {"1cycle": "onecycle", "triangular": "clr"}
+
+
+def canonical_kind(name: str) -> str:
+    """The KINDS key ``name`` stands for (itself when it is one, or unknown)."""
+    return ALIASES.get(name, name)

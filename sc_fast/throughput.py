@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from sc_fast.model import resnet56
 from sc_fast.pipeline import Batch
 from sc_fast.schedules import Constant
 from sc_fast.timing import synchronize
-from sc_fast.train import PRECISIONS, TrainConfig, build_optimizer, make_step
+from sc_fast.train import TrainConfig, build_optimizer, input_dtype, make_step
 
 Work = Callable[[], object]  # one step: fetch a batch and/or train on it
 
@@ -56,11 +55,6 @@ class Measurement:
         return float(np.percentile(np.asarray(self.step_s) * 1e3, percentile))
 
 
-def input_dtype(precision: str) -> torch.dtype:
-    """The dtype batches arrive in: the autocast dtype, fp32 when there is no autocast."""
-    return PRECISIONS[precision] or torch.float32
-
-
 def synthetic_batch(batch_size: int, precision: str, channels_last: bool,
                     device: torch.device, seed: int = 0) -> Batch:
     """One fixed random batch, already on the device in the step's dtype and layout: the step
@@ -73,19 +67,15 @@ def synthetic_batch(batch_size: int, precision: str, channels_last: bool,
     return x, y
 
 
-def training_step(device: torch.device, precision: str, channels_last: bool,
-                  compile: str) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], nn.Module]:
-    """ResNet-56 and the project's training step (``sc_fast.train.make_step``), as trained.
+def training_step(model: nn.Module, cfg: TrainConfig,
+                  device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The project's training step (``sc_fast.train.make_step``) on ``model``, as trained.
 
     A small constant LR keeps repeated steps on one batch finite: NaNs or denormals could change
     the speed of what is measured."""
-    model = resnet56().to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     model.train()
-    cfg = TrainConfig(max_steps=1, eval_every=1, precision=precision, compile=compile)
     optimizer = build_optimizer(model, Constant(base_lr=0.01, base_momentum=0.9), cfg)
-    return make_step(model, optimizer, cfg, device), model
+    return make_step(model, optimizer, cfg, device)
 
 
 def time_steps(work: Work, steps: int, device: torch.device) -> list[float]:

@@ -25,6 +25,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
+def input_dtype(precision: str) -> torch.dtype:
+    """The dtype batches arrive in: the autocast dtype, fp32 when there is no autocast."""
+    return PRECISIONS[precision] or torch.float32
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     max_steps: int
@@ -67,9 +72,14 @@ class TrialOutcome:
 
 
 def build_optimizer(model: nn.Module, schedule: Schedule, cfg: TrainConfig) -> torch.optim.SGD:
-    # foreach: one fused launch per parameter group instead of one per tensor.
+    # CUDA: the fused kernel updates every parameter in a few launches and takes the grad scaler's
+    # scale and found_inf as device tensors, so fp16 steps never wait for the host (with foreach,
+    # GradScaler.step reads found_inf with .item() every step). Elsewhere foreach: one launch per
+    # op for the whole parameter list instead of one per tensor.
+    fused = next(model.parameters()).is_cuda
     return torch.optim.SGD(model.parameters(), lr=schedule.lr(0), momentum=schedule.momentum(0),
-                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, foreach=True)
+                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+                           foreach=not fused, fused=fused or None)
 
 
 def make_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,

@@ -243,7 +243,7 @@ def test_cli_lr_find_end_to_end(config_file: Path, tmp_path: Path) -> None:
     assert (run_dir / "summary.md").read_text() == summary
 
 
-@pytest.mark.parametrize("flags", [["--min-lr", "1", "--max-lr", "0.1"], ["--mode", "linear", "--steps", "5"],
+@pytest.mark.parametrize("flags", [["--min-lr", "1", "--max-lr", "0.1"], ["--mode", "linear", "--min-lr", "0.01"],
                                    ["--max-lr", "-1"], ["--trial", "no-such-trial"]])
 def test_cli_usage_errors_write_nothing(config_file: Path, tmp_path: Path, flags: list[str],
                                         capsys: pytest.CaptureFixture[str]) -> None:

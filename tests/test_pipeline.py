@@ -23,8 +23,10 @@ from sc_fast.pipeline import (
     PipelineUnavailable,
     TorchPipeline,
     TorchvisionPipeline,
+    dali_builds,
     epoch_draws,
     make_pipeline,
+    resolve_pipeline,
 )
 
 CPU = torch.device("cpu")
@@ -284,3 +286,22 @@ def test_torchvision_reference_pipeline(cifar: Cifar10) -> None:
     for (gx, gy), (rx, ry) in zip(got, ref, strict=True):
         torch.testing.assert_close(gx, rx, rtol=0, atol=1e-5)
         assert torch.equal(gy, ry)
+
+
+def test_auto_builds_dali_before_choosing_it() -> None:
+    """--pipeline auto on CUDA takes DALI only when its graph builds there; otherwise torch with a
+    one-line notice. Asked for by name, a DALI that does not build is a usage error (exit 2)."""
+    cuda = torch.device("cuda", 0)
+    broken = lambda d: f"the DALI pipeline does not build on {d} (RuntimeError: no such operator)"  # noqa: E731
+    kind, notice = resolve_pipeline("auto", cuda, check=broken)
+    assert kind == "torch" and "no such operator" in notice and "\n" not in notice
+    with pytest.raises(PipelineUnavailable, match="no such operator"):
+        resolve_pipeline("dali", cuda, check=broken)
+    assert resolve_pipeline("auto", cuda, check=lambda d: None) == ("dali", None)
+    assert resolve_pipeline("auto", CPU, check=broken) == ("torch", None)  # CPU: torch, no DALI tried
+    assert resolve_pipeline("torch", cuda, check=broken) == ("torch", None)
+
+
+def test_dali_builds_here_on_cpu() -> None:
+    """The real check on this machine: DALI's CPU operators build (CI has no GPU)."""
+    assert dali_builds(CPU) is None

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.config import TrialSpec
-from bench.report import _plan_schedules, _schedule_lines, plot_curves
+from bench.report import plan_schedules, plot_curves, schedule_lines
 from sc_fast.schedules import OneCycle
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -27,7 +27,7 @@ def _curves() -> pd.DataFrame:
 
 def test_schedule_lines_are_per_step_and_follow_the_schedule() -> None:
     schedule = OneCycle(min_lr=0.1, max_lr=1.0, total_steps=40)
-    lines = _schedule_lines(_curves(), schedule)
+    lines = schedule_lines(_curves(), schedule)
     steps, secs, lrs = lines["lr"]
     assert list(steps) == list(range(41))
     assert lrs[18] == pytest.approx(schedule.lr(18))  # the peak, between evaluation points
@@ -38,9 +38,9 @@ def test_schedule_lines_are_per_step_and_follow_the_schedule() -> None:
 
 def test_plan_schedules_rebuild_the_trials_from_env_json() -> None:
     env = json.loads(json.dumps({"plan": {"trials": [asdict(SPEC)]}}))  # the round trip env.json makes
-    assert _plan_schedules(env) == {"oc": SPEC.build_schedule()}
-    assert _plan_schedules({"plan": {"trials": [{"name": "broken"}]}}) == {}
-    assert _plan_schedules({}) == {}
+    assert plan_schedules(env) == {"oc": SPEC.build_schedule()}
+    assert plan_schedules({"plan": {"trials": [{"name": "broken"}]}}) == {}
+    assert plan_schedules({}) == {}
 
 
 def test_plot_curves_with_and_without_schedules(tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from bench import cli
-from bench import throughput as bench_throughput
+from bench.commands import throughput as bench_throughput
 from bench.results import ThroughputRow, read_rows
-from bench.throughput import apply_gate, load_baseline
+from bench.commands.throughput import apply_gate, load_baseline
 from sc_fast.throughput import Measurement, measure
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,17 +11,19 @@ queued work would time the launch, not the work.
 
 import math
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from bench import build
 from bench.config import DeviceSettings
 from sc_fast.data import Cifar10
 from sc_fast.pipeline import Batch, PipelineSpec, PipelineUnavailable, make_pipeline
-from sc_fast.throughput import input_dtype, synthetic_batch, training_step
+from sc_fast.throughput import synthetic_batch, training_step
 from sc_fast.timing import synchronize
-from sc_fast.train import batch_stream
+from sc_fast.train import batch_stream, input_dtype
 
 
 def train_batch(device: torch.device) -> int:
@@ -32,7 +34,8 @@ def test_train_step(benchmark: BenchmarkFixture, device: torch.device, defaults:
     """The project's training step (sc_fast.train.make_step), eager, in the device's precision and
     layout, on one fixed batch already on the device."""
     batch = train_batch(device)
-    step = training_step(device, defaults.precision, defaults.channels_last, "off")[0]
+    eager = replace(defaults, compile="off")
+    step = training_step(build.model(None, eager, device), build.train_config(None, eager), device)
     x, y = synthetic_batch(batch, defaults.precision, defaults.channels_last, device)
     step(x, y)  # first call: allocations, cuDNN algorithm search
     benchmark.extra_info.update(images_per_call=batch, precision=defaults.precision,

@@ -23,26 +23,32 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from bench import build, report
 from bench import config as config_mod
-from bench import report
-from bench.cli import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, load_data, make_run_dir,
-                       resolve_device)
+from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, config_flags,
+                          device_flags, error_text, fraction_below_one, load_data, make_run_dir, non_negative_int,
+                          positive_int, resolve_device)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
-from bench.results import RunError, ThroughputRow, atomic_write_json, read_json, read_rows, write_rows
-from bench.runner import _error_text
+from bench.results import RunError, RunFolder, ThroughputRow, read_rows, write_rows
 from sc_fast.data import Cifar10
 from sc_fast.env import fingerprint
-from sc_fast.pipeline import PipelineSpec, PipelineUnavailable, make_pipeline
-from sc_fast.throughput import (
-    Measurement,
-    Work,
-    input_dtype,
-    measure,
-    reset_peak_memory,
-    synthetic_batch,
-    training_step,
-)
+from sc_fast.pipeline import PipelineUnavailable, make_pipeline
+from sc_fast.throughput import Measurement, Work, measure, reset_peak_memory, synthetic_batch, training_step
 from sc_fast.train import batch_stream
+
+HELP = "step-throughput cases and regression gate"
+PARENTS = (config_flags, device_flags)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--case", action="append", help="measure only this case (repeatable); the baseline always runs")
+    p.add_argument("--steps", type=positive_int, help="timed steps per repeat")
+    p.add_argument("--warmup", type=non_negative_int, help="untimed steps before timing")
+    p.add_argument("--repeats", type=positive_int, help="timed repeats per case; medians are compared")
+    p.add_argument("--baseline", metavar="RUN_DIR", help="an earlier throughput run to compare with")
+    p.add_argument("--max-regression", type=fraction_below_one, default=0.05, metavar="FRAC",
+                   help="exit 1 when a case is slower than the baseline by more than this fraction")
+    p.add_argument("--json", action="store_true")
 
 
 @dataclass(frozen=True)
@@ -90,7 +96,7 @@ def resolve_case(name: str, raw: dict[str, Any], defaults: DeviceSettings, steps
                 steps=forced_steps or raw.get("steps", steps))
 
 
-def plan_cases(cfg: Config, device_type: str, requested: list[str] | None, s: Settings,
+def plan_cases(cfg: Config, defaults: DeviceSettings, requested: list[str] | None, s: Settings,
                forced_steps: int | None = None) -> list[Case]:
     """The cases to run, baseline first; unknown names are a usage error."""
     base = cfg.throughput.get("baseline_case", "baseline")
@@ -100,7 +106,7 @@ def plan_cases(cfg: Config, device_type: str, requested: list[str] | None, s: Se
         if n not in cfg.cases:
             raise UsageError(f"--case {n}: unknown case (known: {', '.join(cfg.cases)})")
     # every case is resolved, picked or not: a bad case fails every run, not only the one naming it
-    cases = {n: resolve_case(n, dict(raw), cfg.devices[device_type], s.steps, forced_steps, cfg.path)
+    cases = {n: resolve_case(n, dict(raw), defaults, s.steps, forced_steps, cfg.path)
              for n, raw in cfg.cases.items()}
     if not cases[base].model or cases[base].device:
         raise ConfigError(f"{cfg.path}: throughput.baseline_case {base!r} must train (model = true) on any device")
@@ -112,12 +118,9 @@ def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Setting
     """Flags over bench.toml; on the CPU the cpu_* keys replace steps, warmup and repeats."""
     tp = cfg.throughput
     pick = (lambda k, d: tp.get(f"cpu_{k}", tp.get(k, d))) if device_type == "cpu" else (lambda k, d: tp.get(k, d))
-    s = Settings(steps=args.steps or pick("steps", 20),
-                 warmup=pick("warmup", 5) if args.warmup is None else args.warmup,
-                 repeats=args.repeats or pick("repeats", 3))
-    if s.warmup < 0 or (args.repeats is not None and args.repeats <= 0):
-        raise UsageError("--warmup must be >= 0 and --repeats > 0")
-    return s
+    return Settings(steps=args.steps or pick("steps", 20),
+                    warmup=pick("warmup", 5) if args.warmup is None else args.warmup,
+                    repeats=args.repeats or pick("repeats", 3))
 
 
 # ---- one case ----------------------------------------------------------------------------------
@@ -125,13 +128,15 @@ def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Setting
 def build_work(case: Case, device: torch.device, data: Cifar10 | None) -> Work:
     """One step of the case as a closure: train on the fixed batch, train on the pipeline's next
     batch, or only draw the pipeline's next batch."""
-    step = training_step(device, case.precision, case.channels_last, case.compile)[0] if case.model else None
+    settings = DeviceSettings(precision=case.precision, channels_last=case.channels_last, compile=case.compile,
+                              warmup_steps=0)
+    step = (training_step(build.model(None, settings, device), build.train_config(None, settings), device)
+            if case.model else None)
     if case.pipeline == "synthetic":
         x, y = synthetic_batch(case.batch_size, case.precision, case.channels_last, device)
         return lambda: step(x, y)
     assert data is not None, "pipeline cases need the data set"
-    spec = PipelineSpec(batch_size=case.batch_size, dtype=input_dtype(case.precision),
-                        channels_last=case.channels_last)
+    spec = build.pipeline_spec(None, settings, batch_size=case.batch_size)
     batches = batch_stream(make_pipeline(case.pipeline, data, spec, device))
     if step is None:
         return lambda: next(batches)
@@ -162,7 +167,7 @@ def run_case(run_id: str, case: Case, device: torch.device, s: Settings, data: C
     except PipelineUnavailable as e:  # DALI missing here: not this code's failure
         return case_row(run_id, case, device, s, None, "skipped", str(e))
     except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
-        return case_row(run_id, case, device, s, None, "error", _error_text(e))
+        return case_row(run_id, case, device, s, None, "error", error_text(e))
 
 
 def release(case: Case, device: torch.device) -> None:
@@ -198,9 +203,7 @@ class Baseline:
 
 
 def load_baseline(path: Path) -> Baseline:
-    if not (path / "env.json").is_file():
-        raise RunError(f"--baseline {path}: not a run folder (no env.json)")
-    env = read_json(path / "env.json")
+    env = RunFolder.open(path, label="--baseline ").env()
     if env.get("kind") != "throughput" or "device_name" not in env:
         raise RunError(f"--baseline {path}: not a throughput run (env.json kind {env.get('kind')!r})")
     rows = read_rows(path / "throughput.csv", ThroughputRow)
@@ -254,7 +257,7 @@ def gate_line(rows: list[ThroughputRow], regressed: list[str], b: Baseline, limi
 
 def write_env(run_dir: Path, env: dict[str, Any], state: str) -> None:
     env["state"] = state
-    atomic_write_json(run_dir / "env.json", env)
+    RunFolder(run_dir).write_env(env)
 
 
 def measure_all(run_dir: Path, cases: list[Case], device: torch.device, s: Settings, data: Cifar10 | None,
@@ -280,13 +283,12 @@ def _row_text(r: ThroughputRow) -> str:
             f"median, warm-up {r.warmup_s:.1f} s")
 
 
-def cmd_throughput(args: argparse.Namespace, console: Console) -> int:
-    if not 0 <= args.max_regression < 1:
-        raise UsageError(f"--max-regression must be in [0, 1), got {args.max_regression}")
+def main(args: argparse.Namespace, console: Console) -> int:
     cfg = config_mod.load(args.config)
     device = resolve_device(args.device)
     s = settings(cfg, args, device.type)
-    cases = plan_cases(cfg, device.type, args.case, s, args.steps)
+    defaults, line = build.device_settings(cfg, device)
+    cases = plan_cases(cfg, defaults, args.case, s, args.steps)
     fp = fingerprint()
     name = device_name(fp, device)
     baseline = load_baseline(Path(args.baseline)) if args.baseline else None
@@ -298,10 +300,12 @@ def cmd_throughput(args: argparse.Namespace, console: Console) -> int:
     data = load_data(cfg, args.data) if needs_data else None  # before the run folder: errors write nothing
     run_dir = make_run_dir(out, device)
     env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
-           "settings": asdict(s), "cases": [asdict(c) for c in cases], "env": fp, "config": resolved_dict(cfg),
+           "settings": asdict(s), "defaults": asdict(defaults), "cases": [asdict(c) for c in cases], "env": fp,
+           "config": resolved_dict(cfg),
            "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
                                                   "max_regression": args.max_regression}}
-    console.print(f"run folder: {run_dir}\n{name}: {len(cases)} cases, each {s.warmup} warm-up steps, then "
+    build.prepare(device)
+    console.print(f"{line}\nrun folder: {run_dir}\n{name}: {len(cases)} cases, each {s.warmup} warm-up steps, then "
                   f"{s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
     write_env(run_dir, env, "running")
     try:

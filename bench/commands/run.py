@@ -1,15 +1,20 @@
-"""The time-to-target job: trials x seeds, each a fresh model, results written as they finish.
+"""``python -m bench run``: the time-to-target job, trials x seeds, each a fresh model.
+
+Read top to bottom: ``main`` plans a new run (profile, trials, seeds, target, device, pipeline)
+or reloads an interrupted one (``--resume``), then ``execute`` runs the (trial, seed) pairs that
+have no row yet, each built by ``bench.build`` and trained by ``sc_fast.train.train_trial``.
 
 A run folder holds ``env.json`` (environment, resolved config, the plan, the run's state) and
 ``trials.csv``/``curves.csv``, rewritten atomically after every trial. Resuming reads the plan back
 and runs only the (trial, seed) pairs without a row; a trial that was cut off starts from scratch.
 """
 
+import argparse
 import contextlib
+import json
 import math
 import signal
 import threading
-import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,15 +24,19 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bench import build, report
+from bench import config as config_mod
+from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, accuracy, check_writable, choose_pipeline,
+                          config_flags, device_flags, error_text, locate_data, make_run_dir, positive_int,
+                          resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
-from bench.results import CurveRow, RunError, TrialRow, atomic_write_json, read_json, read_rows, write_rows
-from sc_fast.data import Cifar10
+from bench.results import CurveRow, RunError, RunFolder, TrialRow, read_rows, write_rows
+from sc_fast.data import Cifar10, load
 from sc_fast.env import fingerprint
-from sc_fast.model import resnet56
-from sc_fast.pipeline import PipelineSpec, make_pipeline
-from sc_fast.train import EvalPoint, TrainConfig, TrialOutcome, train_trial
+from sc_fast.pipeline import make_pipeline
+from sc_fast.train import EvalPoint, TrialOutcome, train_trial
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+HELP = "time-to-target trials"
 
 
 @dataclass(frozen=True)
@@ -60,18 +69,13 @@ class Plan:
 
 
 def write_env(run_dir: Path, cfg: Config | None, plan: Plan, state: str, extra: dict[str, Any] | None = None) -> None:
-    env_path = run_dir / "env.json"
-    env = read_json(env_path) if env_path.exists() else {"env": fingerprint(), "config": resolved_dict(cfg)}
-    env.update({"run_id": run_dir.name, "kind": "run", "plan": plan.to_json(), "state": state, **(extra or {})})
-    atomic_write_json(env_path, env)
+    folder = RunFolder(run_dir)
+    first = {} if folder.env_path.exists() else {"env": fingerprint(), "config": resolved_dict(cfg)}
+    folder.update_env(**first, run_id=run_dir.name, kind="run", plan=plan.to_json(), state=state, **(extra or {}))
 
 
 def load_plan(run_dir: Path) -> Plan:
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: not a run folder (no such folder)")
-    if not (run_dir / "env.json").is_file():
-        raise RunError(f"{run_dir}: not a run folder (no env.json)")
-    env = read_json(run_dir / "env.json")
+    env = RunFolder.open(run_dir).env()
     if env.get("kind") != "run" or "plan" not in env:
         raise RunError(f"{run_dir}: not a `bench run` folder (env.json has no plan)")
     try:
@@ -80,27 +84,14 @@ def load_plan(run_dir: Path) -> Plan:
         raise RunError(f"{run_dir}/env.json: damaged plan ({e})") from None
 
 
-def _train_config(spec: TrialSpec, plan: Plan) -> TrainConfig:
-    s = plan.settings
-    return TrainConfig(max_steps=spec.steps, eval_every=spec.eval_every, weight_decay=spec.weight_decay,
-                       nesterov=spec.nesterov, label_smoothing=spec.label_smoothing, precision=s.precision,
-                       compile=s.compile, warmup_steps=s.warmup_steps, target_acc=plan.target,
-                       stop_at_target=plan.stop_at_target)
-
-
 def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10,
               on_step: Callable[[int], None], on_eval: Callable[[EvalPoint], None]) -> TrialOutcome:
     device = torch.device(plan.device)
     torch.manual_seed(seed)  # the seed fixes the initial weights; the pipeline's shuffles use it too
-    model = resnet56(bn_momentum=spec.bn_momentum).to(device)
-    if plan.settings.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    pspec = PipelineSpec(batch_size=spec.batch_size, eval_batch_size=spec.eval_batch_size, augment=spec.augment,
-                         dtype=DTYPES[plan.settings.precision], channels_last=plan.settings.channels_last,
-                         seed=seed, train_images=spec.train_images, eval_images=spec.eval_images)
-    pipeline = make_pipeline(plan.pipeline, data, pspec, device)
-    return train_trial(model, pipeline, spec.build_schedule(), _train_config(spec, plan), device,
-                       on_eval=on_eval, on_step=on_step)
+    model = build.model(spec, plan.settings, device)
+    pipeline = make_pipeline(plan.pipeline, data, build.pipeline_spec(spec, plan.settings, seed), device)
+    cfg = build.train_config(spec, plan.settings, target=plan.target, stop_at_target=plan.stop_at_target)
+    return train_trial(model, pipeline, spec.build_schedule(), cfg, device, on_eval=on_eval, on_step=on_step)
 
 
 def trial_row(run_id: str, spec: TrialSpec, seed: int, plan: Plan, outcome: TrialOutcome | None,
@@ -126,13 +117,6 @@ def curve_rows(run_id: str, spec: TrialSpec, seed: int, outcome: TrialOutcome) -
     return [CurveRow(run_id=run_id, trial=spec.name, seed=seed, step=p.step, epoch=p.epoch, lr=p.lr,
                      momentum=p.momentum, train_loss=p.train_loss, test_loss=p.test_loss, test_acc=p.test_acc,
                      train_time_s=p.train_time_s, wall_time_s=p.wall_time_s) for p in outcome.curve]
-
-
-def _error_text(e: BaseException) -> str:
-    """One line for the CSV: the exception and where it came from."""
-    last = traceback.extract_tb(e.__traceback__)[-1:] if e.__traceback__ else []
-    where = f" at {Path(last[0].filename).name}:{last[0].lineno}" if last else ""
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}{where}"[:500]
 
 
 def existing(run_dir: Path) -> tuple[list[TrialRow], list[CurveRow]]:
@@ -208,7 +192,7 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # OOM, compile failure, anything inside one trial: record, go on
-                row = trial_row(run_id, spec, seed, plan, None, error=_error_text(e))
+                row = trial_row(run_id, spec, seed, plan, None, error=error_text(e))
                 console.print(f"[red]trial {spec.name} seed {seed} failed: {row.error}[/red]")
             finally:
                 if torch.cuda.is_available():  # an OOM'd trial must not starve the next
@@ -228,3 +212,97 @@ def _status_text(row: TrialRow) -> str:
         return f"reached in {row.time_to_target_s:.1f} s, {row.steps_to_target} steps"
     acc = "" if math.isnan(row.best_test_acc) else f", best {row.best_test_acc:.3f}"
     return f"{row.status}{acc}"
+
+
+# ---- the command ----------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="auto")
+    p.add_argument("--trial", action="append", help="run only this trial (repeatable)")
+    p.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1)")
+    p.add_argument("--target", type=accuracy, help="target test accuracy, in (0, 1]")
+    p.add_argument("--pipeline", choices=("auto", "dali", "torch"), default=None)
+    p.add_argument("--resume", metavar="RUN_DIR")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+
+PARENTS = (config_flags, device_flags)
+
+
+def _new(args: argparse.Namespace, console: Console) -> tuple[Path, Config, Plan, Cifar10, Path]:
+    """(run folder, config, plan, data, data folder) of a new run. Everything that can be wrong
+    with the flags, the config, --out or the data fails before the run folder exists."""
+    cfg = config_mod.load(args.config)
+    device = resolve_device(args.device)
+    profile = cfg.profile(args.profile, device.type)
+    if args.profile == "auto" and device.type == "cpu":
+        console.print(f"[yellow]No CUDA GPU: running the CPU profile {profile.name!r}: "
+                      f"{profile.description}[/yellow]")
+    elif profile.device and profile.device != device.type:
+        console.print(f"[yellow]profile {profile.name!r} is sized for {profile.device}; "
+                      f"running on {device.type}[/yellow]")
+    trials = cfg.resolve(profile, args.trial)
+    source = "--pipeline" if args.pipeline else f"{cfg.path}: data.pipeline"
+    pipeline, notice = choose_pipeline(args.pipeline or cfg.data.pipeline, source, device)
+    if notice:
+        console.print(f"[yellow]{notice}[/yellow]")
+    settings, line = build.device_settings(cfg, device)
+    console.print(line)
+    plan = Plan(profile=profile.name, trials=tuple(trials), seeds=tuple(range(args.seeds or profile.seeds)),
+                target=profile.target if args.target is None else args.target,
+                stop_at_target=profile.stop_at_target, device=str(device), pipeline=pipeline, settings=settings)
+    out = Path(args.out)
+    check_writable(out)  # before the data: a bad --out costs nothing
+    data_dir = locate_data(cfg, args.data)
+    data = load(data_dir)  # before the run folder: a data error writes nothing
+    return make_run_dir(out, device), cfg, plan, data, data_dir
+
+
+def _resume(args: argparse.Namespace, console: Console) -> tuple[Path, Config, Plan, Cifar10] | None:
+    """(run folder, config, plan, data) to go on with, or None when every trial has its row. The
+    folder is checked whole before anything is loaded or written: a damaged run stays as it was."""
+    run_dir = Path(args.resume)
+    plan = load_plan(run_dir)
+    todo = pending(run_dir, plan)
+    if not todo:
+        console.print(f"{run_dir}: every trial has its row; nothing to do")
+        return None
+    device = resolve_device(plan.device.split(":")[0])
+    if plan.pipeline == "dali":
+        choose_pipeline("dali", f"{run_dir}: pipeline", device)
+    # The folder records the config file and the data folder it ran with; flags override them.
+    env = RunFolder(run_dir).env()
+    recorded = env.get("config") if isinstance(env.get("config"), dict) else {}
+    config_path = args.config or (recorded.get("path") if Path(str(recorded.get("path"))).is_file() else None)
+    cfg = config_mod.load(config_path)
+    data = load(locate_data(cfg, args.data or env.get("data_dir")))
+    console.print(f"resuming {run_dir}: {len(todo)} of {len(plan.pairs())} trials to run")
+    return run_dir, cfg, plan, data
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
+    extra: dict[str, Any] | None = None
+    if args.resume:
+        resumed = _resume(args, console)
+        if resumed is None:
+            return EXIT_OK
+        run_dir, cfg, plan, data = resumed
+    else:
+        run_dir, cfg, plan, data, data_dir = _new(args, console)
+        extra = {"data_dir": str(data_dir)}
+    console.print(f"run folder: {run_dir}")
+    write_env(run_dir, cfg, plan, "running", extra)
+    build.prepare(torch.device(plan.device))
+    try:
+        rows = execute(run_dir, plan, data, console)
+    except KeyboardInterrupt:
+        write_env(run_dir, cfg, plan, "interrupted")
+        console.print(f"[yellow]interrupted: finished trials are in {run_dir}; "
+                      f"continue with: python -m bench run --resume {run_dir}[/yellow]")
+        return EXIT_INTERRUPTED
+    failed = any(r.status == "error" for r in rows)
+    write_env(run_dir, cfg, plan, "failed" if failed else "complete")
+    summary = report.render_run(run_dir, None if args.json else console)
+    if args.json:
+        print(json.dumps({"run_dir": str(run_dir), "summary": json.loads(summary.to_json(orient="index"))}))
+    return EXIT_FAILED if failed else EXIT_OK

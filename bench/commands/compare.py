@@ -17,10 +17,12 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.cli import EXIT_OK
+from bench.common import EXIT_OK
 from bench.report import frame, print_wide, trial_summary
-from bench.results import RunError, ThroughputRow, TrialRow, read_json, read_rows
+from bench.results import RunError, RunFolder, ThroughputRow, TrialRow, read_rows
 
+HELP = "put runs from different GPUs or commits side by side"
+PARENTS = ()
 SETUP = ("pipeline", "precision", "channels_last", "compile", "batch_size", "model")
 KINDS = {"run": ("trials.csv", TrialRow), "throughput": ("throughput.csv", ThroughputRow)}
 
@@ -42,10 +44,12 @@ def device_of(env: dict[str, Any]) -> str:
     return hw.get("gpu") if device.startswith("cuda") and hw.get("gpu") else f"CPU {hw.get('cpu')}"
 
 
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+")
+
+
 def load_run(path: Path, label: str) -> Run:
-    if not (path / "env.json").is_file():
-        raise RunError(f"{path}: not a run folder (no env.json)")
-    env = read_json(path / "env.json")
+    env = RunFolder.open(path).env()
     kind = env.get("kind")
     if kind not in KINDS:
         raise RunError(f"{path}: a {kind!r} run; compare takes `run` and `throughput` folders")
@@ -130,7 +134,7 @@ def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
     return t
 
 
-def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+def main(args: argparse.Namespace, console: Console) -> int:
     runs = [load_run(Path(d), f"#{i}") for i, d in enumerate(args.run_dirs, 1)]  # all checked first
     print_wide(console, legend(runs))
     trials = [r for r in runs if r.kind == "run"]

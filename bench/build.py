@@ -1,0 +1,101 @@
+"""The one place a trial and device settings become a model, a pipeline spec and a train config.
+
+Every command that trains or measures (run, lr-find, throughput) builds through here, so a change
+to how a trial is set up (data parallelism, checkpoints, a new precision) is made once.
+"""
+
+import torch
+from torch import nn
+
+from bench.common import UsageError
+from bench.config import Config, DeviceSettings, TrialSpec
+from sc_fast.hardware import Capabilities, probe
+from sc_fast.model import resnet56
+from sc_fast.pipeline import PipelineSpec
+from sc_fast.train import TrainConfig, input_dtype
+
+def model(trial: TrialSpec | None, settings: DeviceSettings, device: torch.device) -> nn.Module:
+    """ResNet-56 on ``device`` in the settings' memory format. Seed the RNG first: the weights are
+    drawn here. ``trial`` None: the model's defaults (throughput cases have no trial)."""
+    net = resnet56(bn_momentum=trial.bn_momentum) if trial else resnet56()
+    net = net.to(device)
+    return net.to(memory_format=torch.channels_last) if settings.channels_last else net
+
+
+def pipeline_spec(trial: TrialSpec | None, settings: DeviceSettings, seed: int = 0, *,
+                  batch_size: int | None = None, eval_images: int | None = None) -> PipelineSpec:
+    """The trial's batches (or a throughput case's ``batch_size`` with the default augmentation)."""
+    if trial is None:
+        assert batch_size is not None, "a pipeline without a trial needs its batch size"
+        return PipelineSpec(batch_size=batch_size, dtype=input_dtype(settings.precision),
+                            channels_last=settings.channels_last, seed=seed)
+    return PipelineSpec(batch_size=batch_size or trial.batch_size, eval_batch_size=trial.eval_batch_size,
+                        augment=trial.augment, dtype=input_dtype(settings.precision),
+                        channels_last=settings.channels_last, seed=seed, train_images=trial.train_images,
+                        eval_images=trial.eval_images if eval_images is None else eval_images)
+
+
+def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: float | None = None,
+                 stop_at_target: bool = False, max_steps: int | None = None, eval_every: int | None = None,
+                 compile: str | None = None, warmup_steps: int | None = None) -> TrainConfig:
+    """The trial's optimizer and loop settings with the device's precision and compile mode;
+    keywords override (lr-find: its own step count and no compile)."""
+    steps = max_steps or (trial.steps if trial else 1)
+    optim = {} if trial is None else {
+        "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing}
+    return TrainConfig(max_steps=steps, eval_every=eval_every or (trial.eval_every if trial else steps),
+                       precision=settings.precision, compile=settings.compile if compile is None else compile,
+                       warmup_steps=settings.warmup_steps if warmup_steps is None else warmup_steps,
+                       target_acc=target, stop_at_target=stop_at_target, **optim)
+
+
+# ---- execution defaults: "auto" resolved from what the device can do --------------------------------
+
+def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str) -> tuple[DeviceSettings, str]:
+    """``raw`` with every "auto" resolved from ``caps``, and one line saying what was chosen and why.
+
+    CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler); compile "default" where
+    torch.compile can build. CPU: bf16 only where the CPU computes it natively, else fp32; eager
+    (compiling the step cost ~60 s on 2 cores and gained nothing). channels_last on both: the
+    convolutions of both backends prefer NHWC. An explicit compile mode that cannot build here is
+    a UsageError naming what is missing (``where``: the config table it came from).
+    """
+    cuda = caps.device_type == "cuda"
+    precision = raw.precision
+    if precision == "auto":
+        precision = "bf16" if caps.native_bf16 else ("fp16" if cuda else "fp32")
+    compile = raw.compile
+    if compile == "auto":
+        compile = "default" if cuda and not caps.compile_missing else "off"
+    elif compile != "off" and caps.compile_missing:
+        raise UsageError(f"{where}.compile = {compile!r}: torch.compile needs {caps.compile_missing}; "
+                         "install it or set compile = \"off\"")
+    channels_last = True if raw.channels_last == "auto" else bool(raw.channels_last)
+    resolved = DeviceSettings(precision=precision, channels_last=channels_last, compile=compile,
+                              warmup_steps=raw.warmup_steps)
+    return resolved, _settings_line(raw, resolved, caps)
+
+
+def _settings_line(raw: DeviceSettings, s: DeviceSettings, caps: Capabilities) -> str:
+    """e.g. 'cpu execution: precision bf16 (auto: CPU bf16 instructions: AVX512-BF16), ...'."""
+    if caps.device_type == "cpu":
+        compile_why = "eager on CPU"
+    else:
+        compile_why = f"torch.compile needs {caps.compile_missing}" if caps.compile_missing else "toolchain found"
+    why = {"precision": caps.bf16_source, "compile": compile_why, "channels_last": "NHWC convolutions"}
+    parts = [f"{name} {getattr(s, name)}" + (f" (auto: {why[name]})" if getattr(raw, name) == "auto" else "")
+             for name in ("precision", "channels_last", "compile")]
+    return f"{caps.device_type} execution: " + ", ".join(parts)
+
+
+def device_settings(cfg: Config, device: torch.device) -> tuple[DeviceSettings, str]:
+    """[devices.<type>] of ``cfg``, resolved for ``device`` (see resolve_settings)."""
+    return resolve_settings(cfg.devices[device.type], probe(device), f"{cfg.path}: devices.{device.type}")
+
+
+def prepare(device: torch.device) -> None:
+    """Process-wide settings a trial on ``device`` wants. cuDNN's autotuner picks the fastest
+    convolution per shape on first use; every shape here is static, so the search happens once,
+    in warm-up, off the clock."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
