@@ -67,9 +67,12 @@ def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str) -> tup
     compile = raw.compile
     if compile == "auto":
         compile = "default" if cuda and not caps.compile_missing else "off"
-    elif compile != "off" and caps.compile_missing:
+    elif compile not in ("off", "cuda-graph") and caps.compile_missing:
         raise UsageError(f"{where}.compile = {compile!r}: torch.compile needs {caps.compile_missing}; "
                          "install it or set compile = \"off\"")
+    if compile == "cuda-graph" and (not cuda or precision == "fp16"):
+        raise UsageError(f"{where}.compile = 'cuda-graph' needs a CUDA device and bf16 or fp32 "
+                         f"(here: {caps.device_type}, {precision})")
     channels_last = True if raw.channels_last == "auto" else bool(raw.channels_last)
     resolved = DeviceSettings(precision=precision, channels_last=channels_last, compile=compile,
                               warmup_steps=raw.warmup_steps)

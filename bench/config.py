@@ -121,6 +121,11 @@ THROUGHPUT_FIELDS: dict[str, Field] = {
     "cpu_steps": ("int", _positive), "cpu_warmup": ("int", _non_negative),
     "cpu_repeats": ("int", _positive),
 }
+SUITE_FIELDS: dict[str, Field] = {
+    "cuda_profile": ("str", _any), "cpu_profile": ("str", _any),
+    "quick_seeds": ("int", _positive), "quick_repeats": ("int", _positive),
+    "quick_lr_find_steps": ("int", _positive),
+}
 CASE_FIELDS: dict[str, Field] = {
     "description": ("str", _any), "batch_size": ("int", _positive),
     "precision": ("str", _one_of(*PRECISIONS)), "channels_last": ("bool", _any),
@@ -202,6 +207,7 @@ class Config:
     profiles: Mapping[str, Profile]
     auto: Mapping[str, str]  # device type -> profile name
     lr_find: Mapping[str, Any]
+    suite: Mapping[str, Any]
     throughput: Mapping[str, Any]
     cases: Mapping[str, Mapping[str, Any]]
 
@@ -326,7 +332,7 @@ def _profile(name: str, raw: Any, trials: Mapping[str, TrialSpec], path: Path) -
 
 
 def parse(raw: Mapping[str, Any], path: Path, text: str) -> Config:
-    top = {"defaults", "data", "devices", "trials", "profiles", "lr_find", "throughput"}
+    top = {"defaults", "data", "devices", "trials", "profiles", "lr_find", "throughput", "suite"}
     for key in raw:
         if key not in top:
             raise ConfigError(f"{path}: unknown key {key!r}")
@@ -351,6 +357,10 @@ def parse(raw: Mapping[str, Any], path: Path, text: str) -> Config:
         if auto.get(dev) not in profiles:
             raise ConfigError(f"{path}: profiles.auto.{dev} must name a profile, got {auto.get(dev)!r}")
     lr_find = _read(_table(raw.get("lr_find", {}), "lr_find", path), LR_FIND_FIELDS, "lr_find", path)
+    suite = _read(_table(raw.get("suite", {}), "suite", path), SUITE_FIELDS, "suite", path)
+    for dev in ("cuda", "cpu"):
+        if suite.get(f"{dev}_profile", auto.get(dev)) not in profiles:
+            raise ConfigError(f"{path}: suite.{dev}_profile names unknown profile {suite.get(f'{dev}_profile')!r}")
     if lr_find.get("trial", next(iter(trials), None)) not in trials:
         raise ConfigError(f"{path}: lr_find.trial names unknown trial {lr_find.get('trial')!r}")
     tp_raw = dict(_table(raw.get("throughput", {}), "throughput", path))
@@ -365,7 +375,7 @@ def parse(raw: Mapping[str, Any], path: Path, text: str) -> Config:
                   data=DataSettings(root=data.get("root", ""), download=data.get("download", True),
                                     pipeline=data.get("pipeline", "auto")),
                   devices=devices, trials=trials, profiles=profiles, auto=auto, lr_find=lr_find,
-                  throughput=throughput, cases=cases)
+                  suite=suite, throughput=throughput, cases=cases)
 
 
 def load(path: str | Path | None = None) -> Config:

@@ -20,8 +20,8 @@ from rich.table import Table  # noqa: E402
 
 from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
-from bench.results import (CurveRow, RunError, RunFolder, ThroughputRow, TrialRow, atomic_write,  # noqa: E402
-                           atomic_write_text, columns, read_json, read_rows)
+from bench.results import (CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow,  # noqa: E402
+                           atomic_write, atomic_write_text, columns, read_json, read_rows)
 
 
 def frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -228,8 +228,75 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
     return df
 
 
+# ---- suite folders: one headline over the parts ------------------------------------------------------
+
+def suite_parts(suite_dir: Path) -> dict[str, Path]:
+    """part name -> its run folder, for the parts that made one."""
+    parts = RunFolder.open(suite_dir).env().get("parts", {})
+    return {name: suite_dir / p["folder"] for name, p in parts.items()
+            if p.get("folder") and (suite_dir / p["folder"] / "env.json").is_file()}
+
+
+def suite_headline(suite_dir: Path) -> pd.DataFrame:
+    """One row per headline figure: device, best img/s, time-to-target per trial (median over the
+    seeds that reached it, with the reach rate), compile time, the range test's suggestion."""
+    env, parts = RunFolder.open(suite_dir).env(), suite_parts(suite_dir)
+    hw = env.get("env", {})
+    rows = [("device", hw.get("gpu") or f"CPU {hw.get('cpu')}", "")]
+    if "throughput" in parts:
+        tp = frame(read_rows(parts["throughput"] / "throughput.csv", ThroughputRow, missing_ok=True), ThroughputRow)
+        ok = tp[(tp.status == "ok") & tp.model.astype(bool)] if len(tp) else tp
+        if len(ok):
+            best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
+            rows.append(("best img/s", f"{best.imgs_per_s:,.0f}", f"case {best.case}, batch {best.batch_size}"))
+    if "run" in parts:
+        trials = frame(read_rows(parts["run"] / "trials.csv", TrialRow, missing_ok=True), TrialRow)
+        for name, r in (trial_summary(trials).iterrows() if len(trials) else []):
+            rows.append((f"time to {r.target_acc:.0%}: {name}", _fmt(r.time_to_target_s) + " s",
+                         f"reached {r.reached}, median {_fmt(r.steps_to_target, 0)} steps"))
+        if len(trials):
+            rows.append(("compile time (median)", _fmt(trials.compile_time_s.median()) + " s",
+                         "warm-up, off the clock"))
+    if "lr-find" in parts:
+        lf_env = read_json(parts["lr-find"] / "env.json")
+        lf_rows = read_rows(parts["lr-find"] / "lr_find.csv", LrFindRow, missing_ok=True)
+        for f in report_lr_find.suggestions(lf_rows, lf_env)[:1]:
+            rows.append(("suggested max LR", f"{f.suggestion.lr:.3g}", f"{f.ramp} ramp, {f.suggestion.method}"))
+    return pd.DataFrame(rows, columns=["figure", "value", "note"])
+
+
+def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
+    """summary.md of a `bench suite` folder: the headline, then each part's own table."""
+    env, parts = RunFolder.open(suite_dir).env(), suite_parts(suite_dir)
+    head = suite_headline(suite_dir)
+    title = f"{suite_dir.name}: suite{' (quick)' if env.get('quick') else ''}, state {env.get('state')}"
+    if console is not None:
+        table = Table(title=title)
+        for col in head.columns:
+            table.add_column(col)
+        for row in head.itertuples(index=False):
+            table.add_row(*map(str, row))
+        print_wide(console, table)
+    lines = [f"# {title}", "", markdown(head), ""]
+    if "throughput" in parts:
+        tp = frame(read_rows(parts["throughput"] / "throughput.csv", ThroughputRow, missing_ok=True), ThroughputRow)
+        lines += [f"## Throughput (`{parts['throughput'].name}`)", "", markdown(throughput_display(tp, None)), ""]
+    if "run" in parts:
+        trials = frame(read_rows(parts["run"] / "trials.csv", TrialRow, missing_ok=True), TrialRow)
+        if len(trials):
+            lines += [f"## Time to target (`{parts['run'].name}`)", "", markdown(trial_summary(trials)), "",
+                      f"![curves]({parts['run'].name}/curves.png)", ""]
+    if "lr-find" in parts:
+        lines += [f"## LR range test: see `{parts['lr-find'].name}/summary.md`", ""]
+    lines += ["## Parts", "", "```json", json.dumps(env.get("parts", {}), indent=2), "```", "",
+              "## Environment", "", "```json", _env_text(env), "```", ""]
+    atomic_write_text(suite_dir / "summary.md", "\n".join(lines))
+    return head
+
+
 # the kind recorded in env.json -> its renderer
-RENDERERS = {"run": render_run, "lr_find": report_lr_find.render, "throughput": render_throughput}
+RENDERERS = {"run": render_run, "lr_find": report_lr_find.render, "throughput": render_throughput,
+             "suite": render_suite}
 
 
 def render_any(run_dir: Path, console: Console) -> None:

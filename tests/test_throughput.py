@@ -16,6 +16,7 @@ from bench import cli
 from bench.commands import throughput as bench_throughput
 from bench.results import ThroughputRow, read_rows
 from bench.commands.throughput import apply_gate, load_baseline
+from sc_fast.hardware import probe
 from sc_fast.throughput import Measurement, measure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,7 +93,8 @@ def test_rows_measure_every_case_that_fits_the_device(normal: tuple[Path, Path])
     base, cl, gpu = rows["base"], rows["cl"], rows["gpu-only"]
     assert base.status == cl.status == "ok" and base.ratio_to_baseline == 1.0
     assert (base.channels_last, cl.channels_last) == (False, True)
-    assert cl.precision == "fp32" and cl.compile == "off"  # omitted keys: [devices.cpu]
+    native_bf16 = probe(torch.device("cpu")).native_bf16
+    assert cl.precision == ("bf16" if native_bf16 else "fp32") and cl.compile == "off"  # [devices.cpu], auto
     assert cl.ratio_to_baseline == pytest.approx(cl.imgs_per_s / base.imgs_per_s)
     for r in (base, cl):
         assert r.step_ms_p10 <= r.step_ms_median <= r.step_ms_p90

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import EXIT_OK
-from bench.report import frame, print_wide, trial_summary
+from bench.report import frame, print_wide, suite_parts, trial_summary
 from bench.results import RunError, RunFolder, ThroughputRow, TrialRow, read_rows
 
 HELP = "put runs from different GPUs or commits side by side"
@@ -52,7 +52,7 @@ def load_run(path: Path, label: str) -> Run:
     env = RunFolder.open(path).env()
     kind = env.get("kind")
     if kind not in KINDS:
-        raise RunError(f"{path}: a {kind!r} run; compare takes `run` and `throughput` folders")
+        raise RunError(f"{path}: a {kind!r} run; compare takes `run`, `throughput` and `suite` folders")
     name, cls = KINDS[kind]
     return Run(label, path, kind, env, frame(read_rows(path / name, cls), cls))
 
@@ -134,8 +134,17 @@ def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
     return t
 
 
+def expand(path: Path) -> list[Path]:
+    """A suite folder stands for its time-to-target and throughput parts; any other folder for itself."""
+    if RunFolder.open(path).kind != "suite":
+        return [path]
+    parts = suite_parts(path)
+    return [parts[p] for p in ("run", "throughput") if p in parts]
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
-    runs = [load_run(Path(d), f"#{i}") for i, d in enumerate(args.run_dirs, 1)]  # all checked first
+    paths = [p for d in args.run_dirs for p in expand(Path(d))]
+    runs = [load_run(p, f"#{i}") for i, p in enumerate(paths, 1)]  # all checked first
     print_wide(console, legend(runs))
     trials = [r for r in runs if r.kind == "run"]
     if trials:
