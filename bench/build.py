@@ -6,9 +6,11 @@ to how a trial is set up (data parallelism, checkpoints, a new precision) is mad
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.common import UsageError
 from bench.config import Config, DeviceSettings, TrialSpec
+from sc_fast.distributed import World
 from sc_fast.hardware import Capabilities, probe
 from sc_fast.model import resnet56
 from sc_fast.pipeline import PipelineSpec
@@ -22,17 +24,43 @@ def model(trial: TrialSpec | None, settings: DeviceSettings, device: torch.devic
     return net.to(memory_format=torch.channels_last) if settings.channels_last else net
 
 
+def replicate(net: nn.Module, trial: TrialSpec | None, world: World, device: torch.device) -> nn.Module:
+    """Under torchrun, the model as one DistributedDataParallel replica (gradients averaged over
+    the ranks; rank 0's weights broadcast at construction); with ``sync_bn`` its BatchNorm layers
+    normalize over the global batch. A single process gets the model back unchanged."""
+    if world.size == 1:
+        return net
+    if trial is not None and trial.sync_bn:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def pipeline_spec(trial: TrialSpec | None, settings: DeviceSettings, seed: int = 0, *,
-                  batch_size: int | None = None, eval_images: int | None = None) -> PipelineSpec:
-    """The trial's batches (or a throughput case's ``batch_size`` with the default augmentation)."""
+                  batch_size: int | None = None, eval_images: int | None = None,
+                  world: World = World.single()) -> PipelineSpec:
+    """The trial's batches (or a throughput case's ``batch_size`` with the default augmentation);
+    ``batch_size`` is the global batch, of which this rank of ``world`` takes its slice."""
+    ranks = {"rank": world.rank, "world_size": world.size}
     if trial is None:
         assert batch_size is not None, "a pipeline without a trial needs its batch size"
         return PipelineSpec(batch_size=batch_size, dtype=input_dtype(settings.precision),
-                            channels_last=settings.channels_last, seed=seed)
+                            channels_last=settings.channels_last, seed=seed, **ranks)
     return PipelineSpec(batch_size=batch_size or trial.batch_size, eval_batch_size=trial.eval_batch_size,
                         augment=trial.augment, dtype=input_dtype(settings.precision),
                         channels_last=settings.channels_last, seed=seed, train_images=trial.train_images,
-                        eval_images=trial.eval_images if eval_images is None else eval_images)
+                        eval_images=trial.eval_images if eval_images is None else eval_images, **ranks)
+
+
+def check_split(trials: list[TrialSpec], world: World, settings: DeviceSettings) -> None:
+    """UsageError naming the first trial whose global batch does not split evenly over the ranks."""
+    if world.size == 1:
+        return
+    for t in trials:
+        if t.batch_size % world.size:
+            raise UsageError(f"trial {t.name!r}: batch_size {t.batch_size} does not split evenly over "
+                             f"{world.size} ranks")
+    if settings.compile == "cuda-graph":
+        raise UsageError("compile 'cuda-graph' is single-process: DDP's gradient all-reduce is not captured")
 
 
 def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: float | None = None,

@@ -15,7 +15,8 @@ from types import FrameType, ModuleType
 from rich.console import Console
 
 from bench.commands import compare, lr_find, report, run, schedule, suite, throughput
-from bench.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, UsageError
+from bench.commands.run import JobError
+from bench.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, UsageError
 from bench.config import ConfigError
 from bench.results import RunError
 from sc_fast.data import DataError
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except USAGE_ERRORS as e:
         print(f"python -m bench: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except JobError as e:
+        print(f"python -m bench: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("python -m bench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -16,7 +16,9 @@ import torch
 
 from bench.config import Config
 from bench.results import new_run_dir
+from sc_fast import distributed
 from sc_fast.data import Cifar10, load, locate
+from sc_fast.distributed import World
 from sc_fast.env import device_slug
 from sc_fast.pipeline import PipelineUnavailable, resolve_pipeline
 
@@ -117,6 +119,15 @@ def resolve_device(requested: str) -> torch.device:
                              f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def join_world(device: torch.device) -> tuple[torch.device, World]:
+    """(this rank's device, the world): under torchrun joins the process group (NCCL on CUDA, one
+    GPU per local rank; gloo on CPU); a plain `python -m bench` stays a single process."""
+    world = distributed.init(device.type)
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
+    return device, world
 
 
 def check_writable(out: Path) -> None:

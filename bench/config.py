@@ -78,7 +78,11 @@ TRAIN_FIELDS: dict[str, Field] = {
     "augment": ("str", _one_of(*AUGMENTS)),
     "train_images": ("int", _non_negative),
     "eval_images": ("int", _non_negative),
+    "sync_bn": ("bool", _any),  # data parallel: SyncBatchNorm instead of per-replica BatchNorm
 }
+# Training settings newer than most config files: these defaults apply when neither the trial nor
+# [defaults] sets them (every other training setting must be set in one of the two).
+TRAIN_BUILTIN: dict[str, Any] = {"sync_bn": False}
 # Schedule parameters by kind (names as in the config; mapped onto the schedule dataclasses).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     "constant": {"lr": ("float", _positive), "momentum": ("float", _unit)},
@@ -152,6 +156,7 @@ class TrialSpec:
     augment: str
     train_images: int
     eval_images: int
+    sync_bn: bool = False  # a default: plans stored before the key existed still load
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrialSpec":
@@ -282,7 +287,7 @@ def _trial(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -> Tria
     _require(sched, _required_schedule_keys(kind), where, path)
     train = _read({k: v for k, v in table.items() if k not in SCHEDULE_FIELDS[kind]},
                   TRAIN_FIELDS, where, path, extra=("schedule", "description"))
-    merged = {**defaults, **train}
+    merged = {**TRAIN_BUILTIN, **defaults, **train}
     _require(merged, TRAIN_FIELDS, where, path)
     spec = TrialSpec(name=name, schedule=kind, schedule_args=tuple(sorted(sched.items())),
                      **{k: merged[k] for k in TRAIN_FIELDS})

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +54,8 @@ class TrialRow:
     train_imgs_per_s: float
     steps_run: int
     error: str
+    # Columns added after runs were committed: a trials.csv without them reads as these defaults.
+    world_size: int = 1  # ranks that trained it together (torchrun); 1 for a single process
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
         if not text.endswith("\n"):  # write_rows ends every file with a line end
             raise RunError(f"{path}: {'empty' if not text else 'truncated (its last line is incomplete)'}")
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        missing = set(columns(cls)) - set(reader.fieldnames or [])
+        optional = {f.name for f in fields(cls) if f.default is not MISSING}  # older files lack them
+        missing = set(columns(cls)) - set(reader.fieldnames or []) - optional
         if missing:
             raise RunError(f"{path}: missing columns {', '.join(sorted(missing))}")
         rows = []
@@ -196,7 +199,7 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
             if None in row or None in row.values():
                 raise RunError(f"{path}: damaged (line {reader.line_num} does not have "
                                f"{len(reader.fieldnames or [])} fields)")
-            rows.append(cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls)}))
+            rows.append(cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls) if fl.name in row}))
         return rows
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None

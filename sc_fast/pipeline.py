@@ -43,12 +43,36 @@ class PipelineSpec:
     seed: int = 0
     train_images: int = 0  # 0 = the whole training set; fewer for quick runs
     eval_images: int = 0  # 0 = all 10,000 test images
+    # Data parallelism: batch_size is the global batch; this rank trains on its equal slice of
+    # every global batch and evaluates its share of the test set (sc_fast.distributed).
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTS:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {self.augment!r}")
         if self.batch_size <= 0 or self.eval_batch_size <= 0:
             raise ValueError("batch sizes must be positive")
+        if self.batch_size % self.world_size or not 0 <= self.rank < self.world_size:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {self.world_size} ranks")
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.batch_size // self.world_size
+
+
+def rank_slice(global_batch: torch.Tensor | np.ndarray, spec: PipelineSpec) -> torch.Tensor | np.ndarray:
+    """This rank's equal part of a global batch's image indices: the ranks' parts are disjoint and
+    together are the single-process batch, so what the job trains on does not depend on the ranks."""
+    b = spec.local_batch_size
+    return global_batch[spec.rank * b:(spec.rank + 1) * b]
+
+
+def eval_shard(images: np.ndarray, labels: np.ndarray, spec: PipelineSpec) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's contiguous share of the test set; the shares cover it once (counts are summed)."""
+    n = len(labels)
+    lo, hi = n * spec.rank // spec.world_size, n * (spec.rank + 1) // spec.world_size
+    return images[lo:hi], labels[lo:hi]
 
 
 class Pipeline(Protocol):
@@ -123,7 +147,7 @@ class TorchPipeline:
         self.spec, self.device, self.batch_size = spec, device, spec.batch_size
         self.steps_per_epoch = steps_per_epoch(data, spec)
         train_x, train_y = _subset(data.train_images, data.train_labels, spec.train_images)
-        test_x, test_y = _subset(data.test_images, data.test_labels, spec.eval_images)
+        test_x, test_y = eval_shard(*_subset(data.test_images, data.test_labels, spec.eval_images), spec)
         self.pad = _crop_pad(spec.augment)
         x = _padded(torch.from_numpy(train_x).to(device), self.pad)
         self.n, self.side = len(x), x.shape[1]
@@ -161,7 +185,7 @@ class TorchPipeline:
         perm, offsets, flips = epoch_draws(len(self.train_y), self.spec, epoch, self.device)
         b = self.batch_size
         for i in range(self.steps_per_epoch):
-            idx = perm[i * b:(i + 1) * b]
+            idx = rank_slice(perm[i * b:(i + 1) * b], spec=self.spec)
             yield self._normalize(self._crops(idx, offsets, flips)), self.train_y[idx]
 
     def eval_batches(self) -> Iterator[Batch]:
@@ -214,6 +238,8 @@ class TorchvisionPipeline:
     def __init__(self, data: Cifar10, spec: PipelineSpec, device: torch.device) -> None:
         from torchvision import transforms as T
 
+        if spec.world_size > 1:
+            raise ValueError("the torchvision reference pipeline is single-process (loader benchmarks only)")
         self.spec, self.device, self.batch_size = spec, device, spec.batch_size
         self.steps_per_epoch = steps_per_epoch(data, spec)
         normalize = [T.ToTensor(), T.Normalize([m / 255 for m in MEAN], [s / 255 for s in STD])]
@@ -372,13 +398,13 @@ class DaliPipeline:
         self.spec, self.device, self.batch_size = spec, device, spec.batch_size
         self.steps_per_epoch = steps_per_epoch(data, spec)
         train_x, train_y = _subset(data.train_images, data.train_labels, spec.train_images)
-        test_x, test_y = _subset(data.test_images, data.test_labels, spec.eval_images)
+        test_x, test_y = eval_shard(*_subset(data.test_images, data.test_labels, spec.eval_images), spec)
         self.pad = _crop_pad(spec.augment)
         self.train_x = _padded(torch.from_numpy(train_x).to(device), self.pad)
         self.train_y = torch.from_numpy(train_y).to(device)
         self.test_x, self.test_y = torch.from_numpy(test_x).to(device), torch.from_numpy(test_y).to(device)
         try:
-            self.train_graph = _dali_graph(spec.batch_size, spec.augment, spec, device)
+            self.train_graph = _dali_graph(spec.local_batch_size, spec.augment, spec, device)
             self.eval_graph = _dali_graph(spec.eval_batch_size, "none", spec, device)
         except Exception as e:  # no GPU build, driver mismatch, unsupported argument, ...
             raise PipelineUnavailable(f"the DALI pipeline does not build on {device} "
@@ -421,7 +447,8 @@ class DaliPipeline:
             perm = perm.pin_memory().to(self.device, non_blocking=True)
         b = self.batch_size
         for i in range(self.steps_per_epoch):
-            idx, host_idx = perm[i * b:(i + 1) * b], host_perm[i * b:(i + 1) * b]
+            idx = rank_slice(perm[i * b:(i + 1) * b], self.spec)
+            host_idx = rank_slice(host_perm[i * b:(i + 1) * b], self.spec)
             inputs = {"images": self._feedable(self.train_x.index_select(0, idx)),
                       **self._augment_inputs(host_idx, crop_pos, mirror)}
             yield self._run(self.train_graph, inputs), self.train_y[idx]

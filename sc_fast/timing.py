@@ -9,6 +9,8 @@ import time
 
 import torch
 
+from sc_fast import distributed
+
 
 def synchronize(device: torch.device) -> None:
     """CPU-GPU sync point: blocks until all queued work on ``device`` has finished."""
@@ -26,12 +28,14 @@ class Stopwatch:
 
     def start(self) -> None:
         synchronize(self.device)  # sync point: earlier work must not leak into this segment
+        distributed.barrier()  # data parallel: every rank starts together
         self._t0 = time.perf_counter()
 
     def stop(self) -> float:
         """Ends the segment; returns the running total."""
         assert self._t0 is not None, "stop() without start()"
         synchronize(self.device)  # sync point: the segment's work must be done before we read
+        distributed.barrier()  # data parallel: the segment ends when the slowest rank's does
         self.total_s += time.perf_counter() - self._t0
         self._t0 = None
         return self.total_s

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from sc_fast import distributed
 from sc_fast.optim import GraphSafeSGD
 from sc_fast.pipeline import Pipeline
 from sc_fast.schedules import Schedule
@@ -111,7 +113,9 @@ def make_step(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    step.forward = forward  # type: ignore[attr-defined]  # evaluation reuses the compiled model
+    # Evaluation reuses the compiled model; a data-parallel replica evaluates its own module, since
+    # DDP's forward may broadcast buffers (a collective) and the ranks' shards differ in batches.
+    step.forward = model.module if isinstance(model, DistributedDataParallel) else forward  # type: ignore[attr-defined]
     return step
 
 
@@ -185,10 +189,11 @@ def evaluate(forward: Callable, model: nn.Module, pipeline: Pipeline, cfg: Train
              device: torch.device) -> tuple[float, float]:
     """(test loss, test accuracy) over the pipeline's evaluation set."""
     model.eval()
+    distributed.sync_buffers(model)  # data parallel: every shard is evaluated by rank 0's model
     dtype = PRECISIONS[cfg.precision]
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    n = 0
+    n = torch.zeros((), device=device, dtype=torch.long)
     for x, y in pipeline.eval_batches():
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = forward(x)
@@ -196,8 +201,9 @@ def evaluate(forward: Callable, model: nn.Module, pipeline: Pipeline, cfg: Train
         correct += (logits.argmax(1) == y).sum()
         n += len(y)
     model.train()
+    distributed.sum_(loss_sum, correct, n)  # data parallel: each rank evaluated its shard
     # Sync point: one host read for the whole evaluation.
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum.item() / n.item(), correct.item() / n.item()
 
 
 def _warm_up(step_fn: Callable, model: nn.Module, pipeline: Pipeline, cfg: TrainConfig,
@@ -250,7 +256,8 @@ def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: T
             continue
         train_time_s = clock.stop()  # ---- clock paused (sync point) ----
         t_eval = time.perf_counter()
-        train_loss = loss_sum.item() / since_eval  # sync point (already synced by stop())
+        distributed.sum_(loss_sum)  # data parallel: the mean over ranks of equal local batches
+        train_loss = loss_sum.item() / since_eval / distributed.size()  # sync point (already synced by stop())
         test_loss, test_acc = evaluate(step_fn.forward, model, pipeline, cfg, device)
         eval_time_s += time.perf_counter() - t_eval
         point = EvalPoint(step, step / pipeline.steps_per_epoch, schedule.lr(step - 1),

@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TRIAL_COLUMNS = """run_id, trial, schedule, seed, device, pipeline, precision, channels_last, compile,
   batch_size, max_steps, target_acc, status, time_to_target_s, steps_to_target,
   epochs_to_target, wall_to_target_s, best_test_acc, final_test_acc, train_time_s,
-  compile_time_s, eval_time_s, train_imgs_per_s""".replace("\n", " ").replace(" ", "").split(",")
+  compile_time_s, eval_time_s, train_imgs_per_s, world_size""".replace("\n", " ").replace(" ", "").split(",")
 CURVE_COLUMNS = """run_id, trial, seed, step, epoch, lr, momentum, train_loss, test_loss, test_acc,
   train_time_s, wall_time_s""".replace("\n", " ").replace(" ", "").split(",")
 STATUSES = {"reached", "not_reached", "diverged", "error"}

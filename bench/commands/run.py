@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -26,17 +27,31 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import build, report
 from bench import config as config_mod
-from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, accuracy, check_writable, choose_pipeline,
-                          config_flags, device_flags, error_text, locate_data, make_run_dir, positive_int,
-                          resolve_device)
+from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, accuracy, check_writable,
+                          choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
+                          make_run_dir, positive_int, resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
 from bench.results import CurveRow, RunError, RunFolder, TrialRow, read_rows, write_rows
+from sc_fast import distributed
 from sc_fast.data import Cifar10, load
+from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import make_pipeline
 from sc_fast.train import EvalPoint, TrialOutcome, train_trial
 
 HELP = "time-to-target trials"
+
+
+class JobError(Exception):
+    """A data-parallel job that cannot go on (a rank failed); exit 1 with this one line."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """This process's device and its place in the job (one rank of a torchrun job, or alone)."""
+
+    device: torch.device
+    world: World
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,7 @@ class Plan:
     device: str
     pipeline: str
     settings: DeviceSettings
+    world_size: int = 1  # ranks under torchrun; each trial's batch_size is the global batch
 
     def pairs(self) -> list[tuple[TrialSpec, int]]:
         return [(t, s) for t in self.trials for s in self.seeds]
@@ -58,17 +74,22 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile, "trials": [asdict(t) for t in self.trials],
                 "seeds": list(self.seeds), "target": self.target, "stop_at_target": self.stop_at_target,
-                "device": self.device, "pipeline": self.pipeline, "settings": asdict(self.settings)}
+                "device": self.device, "pipeline": self.pipeline, "settings": asdict(self.settings),
+                "world_size": self.world_size}
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "Plan":
         trials = tuple(TrialSpec.from_json(t) for t in d["trials"])
         return Plan(profile=d["profile"], trials=trials, seeds=tuple(d["seeds"]), target=d["target"],
                     stop_at_target=d["stop_at_target"], device=d["device"], pipeline=d["pipeline"],
-                    settings=DeviceSettings(**d["settings"]))
+                    settings=DeviceSettings(**d["settings"]), world_size=d.get("world_size", 1))
 
 
-def write_env(run_dir: Path, cfg: Config | None, plan: Plan, state: str, extra: dict[str, Any] | None = None) -> None:
+def write_env(run_dir: Path, cfg: Config | None, plan: Plan, state: str, extra: dict[str, Any] | None = None,
+              world: World = World.single()) -> None:
+    """env.json with the plan and the run's state; rank 0 alone writes."""
+    if not world.is_main:
+        return
     folder = RunFolder(run_dir)
     first = {} if folder.env_path.exists() else {"env": fingerprint(), "config": resolved_dict(cfg)}
     folder.update_env(**first, run_id=run_dir.name, kind="run", plan=plan.to_json(), state=state, **(extra or {}))
@@ -84,12 +105,12 @@ def load_plan(run_dir: Path) -> Plan:
         raise RunError(f"{run_dir}/env.json: damaged plan ({e})") from None
 
 
-def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10,
+def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10, where: "Where",
               on_step: Callable[[int], None], on_eval: Callable[[EvalPoint], None]) -> TrialOutcome:
-    device = torch.device(plan.device)
+    device, world = where.device, where.world
     torch.manual_seed(seed)  # the seed fixes the initial weights; the pipeline's shuffles use it too
-    model = build.model(spec, plan.settings, device)
-    pipeline = make_pipeline(plan.pipeline, data, build.pipeline_spec(spec, plan.settings, seed), device)
+    model = build.replicate(build.model(spec, plan.settings, device), spec, world, device)
+    pipeline = make_pipeline(plan.pipeline, data, build.pipeline_spec(spec, plan.settings, seed, world=world), device)
     cfg = build.train_config(spec, plan.settings, target=plan.target, stop_at_target=plan.stop_at_target)
     return train_trial(model, pipeline, spec.build_schedule(), cfg, device, on_eval=on_eval, on_step=on_step)
 
@@ -110,7 +131,7 @@ def trial_row(run_id: str, spec: TrialSpec, seed: int, plan: Plan, outcome: Tria
         train_time_s=o.train_time_s if o else nan, compile_time_s=o.compile_time_s if o else nan,
         eval_time_s=o.eval_time_s if o else nan,
         train_imgs_per_s=o.train_images / o.train_time_s if o and o.train_time_s > 0 else nan,
-        steps_run=o.steps_run if o else 0, error=error)
+        steps_run=o.steps_run if o else 0, error=error, world_size=plan.world_size)
 
 
 def curve_rows(run_id: str, spec: TrialSpec, seed: int, outcome: TrialOutcome) -> list[CurveRow]:
@@ -160,15 +181,15 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[TrialRow]:
+def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "Where") -> list[TrialRow]:
     """Runs the plan's missing trials; returns all rows. KeyboardInterrupt propagates after the
-    finished trials are on disk."""
+    finished trials are on disk. Under torchrun every rank runs every trial; rank 0 writes."""
     run_id = run_dir.name
     trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
     rows, curves = existing(run_dir)
     done = {(r.trial, r.seed) for r in rows}
     todo = [(t, s) for t, s in plan.pairs() if (t.name, s) not in done]
-    for tmp in run_dir.glob(".*.tmp"):  # left by a process killed mid-write
+    for tmp in run_dir.glob(".*.tmp") if where.world.is_main else []:  # left by a process killed mid-write
         tmp.unlink(missing_ok=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
@@ -185,13 +206,16 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[
                                   f"train {p.train_time_s:.1f} s wall {p.wall_time_s:.1f} s")
 
             try:
-                outcome = run_trial(spec, seed, plan, data, lambda n, task=task: progress.update(task, completed=n),
-                                    on_eval)
+                outcome = run_trial(spec, seed, plan, data, where,
+                                    lambda n, task=task: progress.update(task, completed=n), on_eval)
                 row = trial_row(run_id, spec, seed, plan, outcome)
                 curves += curve_rows(run_id, spec, seed, outcome)
             except KeyboardInterrupt:
                 raise
             except Exception as e:  # OOM, compile failure, anything inside one trial: record, go on
+                if where.world.size > 1:  # the ranks' collectives are out of step now: end the job
+                    raise JobError(f"rank {where.world.rank}: trial {spec.name} seed {seed}: {error_text(e)} "
+                                   "(a rank may have died; the job stops)") from e
                 row = trial_row(run_id, spec, seed, plan, None, error=error_text(e))
                 console.print(f"[red]trial {spec.name} seed {seed} failed: {row.error}[/red]")
             finally:
@@ -200,8 +224,9 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console) -> list[
             # curves first: a kill -9 between the two writes leaves curves without a row, dropped on resume
             with signals_deferred():
                 rows.append(row)
-                write_rows(curves_csv, curves, CurveRow)
-                write_rows(trials_csv, rows, TrialRow)
+                if where.world.is_main:
+                    write_rows(curves_csv, curves, CurveRow)
+                    write_rows(trials_csv, rows, TrialRow)
             progress.update(task, info=_status_text(row))
             progress.advance(overall)
     return rows
@@ -229,11 +254,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 PARENTS = (config_flags, device_flags)
 
 
-def _new(args: argparse.Namespace, console: Console) -> tuple[Path, Config, Plan, Cifar10, Path]:
+def _new(args: argparse.Namespace, console: Console, where: Where) -> tuple[Path, Config, Plan, Cifar10, Path]:
     """(run folder, config, plan, data, data folder) of a new run. Everything that can be wrong
     with the flags, the config, --out or the data fails before the run folder exists."""
-    cfg = config_mod.load(args.config)
-    device = resolve_device(args.device)
+    cfg, device = config_mod.load(args.config), where.device
     profile = cfg.profile(args.profile, device.type)
     if args.profile == "auto" and device.type == "cpu":
         console.print(f"[yellow]No CUDA GPU: running the CPU profile {profile.name!r}: "
@@ -248,17 +272,20 @@ def _new(args: argparse.Namespace, console: Console) -> tuple[Path, Config, Plan
         console.print(f"[yellow]{notice}[/yellow]")
     settings, line = build.device_settings(cfg, device)
     console.print(line)
+    build.check_split(trials, where.world, settings)
     plan = Plan(profile=profile.name, trials=tuple(trials), seeds=tuple(range(args.seeds or profile.seeds)),
                 target=profile.target if args.target is None else args.target,
-                stop_at_target=profile.stop_at_target, device=str(device), pipeline=pipeline, settings=settings)
+                stop_at_target=profile.stop_at_target, device=str(device), pipeline=pipeline, settings=settings,
+                world_size=where.world.size)
     out = Path(args.out)
     check_writable(out)  # before the data: a bad --out costs nothing
     data_dir = locate_data(cfg, args.data)
     data = load(data_dir)  # before the run folder: a data error writes nothing
-    return make_run_dir(out, device), cfg, plan, data, data_dir
+    run_dir = make_run_dir(out, device) if where.world.is_main else None
+    return Path(str(distributed.broadcast(str(run_dir)))), cfg, plan, data, data_dir
 
 
-def _resume(args: argparse.Namespace, console: Console) -> tuple[Path, Config, Plan, Cifar10] | None:
+def _resume(args: argparse.Namespace, console: Console, where: Where) -> tuple[Path, Config, Plan, Cifar10] | None:
     """(run folder, config, plan, data) to go on with, or None when every trial has its row. The
     folder is checked whole before anything is loaded or written: a damaged run stays as it was."""
     run_dir = Path(args.resume)
@@ -267,9 +294,11 @@ def _resume(args: argparse.Namespace, console: Console) -> tuple[Path, Config, P
     if not todo:
         console.print(f"{run_dir}: every trial has its row; nothing to do")
         return None
-    device = resolve_device(plan.device.split(":")[0])
+    if plan.world_size != where.world.size:
+        raise UsageError(f"{run_dir}: ran on {plan.world_size} rank(s); resume it with as many "
+                         f"(this job has {where.world.size})")
     if plan.pipeline == "dali":
-        choose_pipeline("dali", f"{run_dir}: pipeline", device)
+        choose_pipeline("dali", f"{run_dir}: pipeline", where.device)
     # The folder records the config file and the data folder it ran with; flags override them.
     env = RunFolder(run_dir).env()
     recorded = env.get("config") if isinstance(env.get("config"), dict) else {}
@@ -280,28 +309,47 @@ def _resume(args: argparse.Namespace, console: Console) -> tuple[Path, Config, P
     return run_dir, cfg, plan, data
 
 
+def _where(args: argparse.Namespace) -> Where:
+    """This process's device, after joining torchrun's process group when there is one."""
+    requested = load_plan(Path(args.resume)).device.split(":")[0] if args.resume else args.device
+    device, world = join_world(resolve_device(requested))
+    return Where(device, world)
+
+
+def world_record(where: Where) -> dict[str, Any]:
+    """env.json's world: ranks, nodes, backend and every rank's host and device (a collective)."""
+    w = where.world
+    ranks = distributed.gather(f"{socket.gethostname()}:{where.device}")
+    return {"world_size": w.size, "nodes": w.nodes, "backend": w.backend, "ranks": ranks}
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
-    extra: dict[str, Any] | None = None
+    where = _where(args)
+    console = console if where.world.is_main else Console(quiet=True)  # rank 0 alone prints
+    extra: dict[str, Any] = {}
     if args.resume:
-        resumed = _resume(args, console)
+        resumed = _resume(args, console, where)
         if resumed is None:
             return EXIT_OK
         run_dir, cfg, plan, data = resumed
     else:
-        run_dir, cfg, plan, data, data_dir = _new(args, console)
+        run_dir, cfg, plan, data, data_dir = _new(args, console, where)
         extra = {"data_dir": str(data_dir)}
-    console.print(f"run folder: {run_dir}")
-    write_env(run_dir, cfg, plan, "running", extra)
-    build.prepare(torch.device(plan.device))
+    extra["world"] = world_record(where)
+    console.print(f"run folder: {run_dir}" + (f" ({where.world.size} ranks)" if where.world.size > 1 else ""))
+    write_env(run_dir, cfg, plan, "running", extra, where.world)
+    build.prepare(where.device)
     try:
-        rows = execute(run_dir, plan, data, console)
+        rows = execute(run_dir, plan, data, console, where)
     except KeyboardInterrupt:
-        write_env(run_dir, cfg, plan, "interrupted")
+        write_env(run_dir, cfg, plan, "interrupted", world=where.world)
         console.print(f"[yellow]interrupted: finished trials are in {run_dir}; "
                       f"continue with: python -m bench run --resume {run_dir}[/yellow]")
         return EXIT_INTERRUPTED
     failed = any(r.status == "error" for r in rows)
-    write_env(run_dir, cfg, plan, "failed" if failed else "complete")
+    write_env(run_dir, cfg, plan, "failed" if failed else "complete", world=where.world)
+    if not where.world.is_main:
+        return EXIT_FAILED if failed else EXIT_OK
     summary = report.render_run(run_dir, None if args.json else console)
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "summary": json.loads(summary.to_json(orient="index"))}))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench import build
 from bench import config as config_mod
 from bench.config import DeviceSettings
 from sc_fast.data import Cifar10
@@ -33,8 +34,8 @@ def device() -> torch.device:
 
 @pytest.fixture(scope="session")
 def defaults(device: torch.device) -> DeviceSettings:
-    """bench.toml's [devices.<type>]: what training on this device uses."""
-    return config_mod.load().devices[device.type]
+    """bench.toml's [devices.<type>], "auto" resolved: what training on this device uses."""
+    return build.device_settings(config_mod.load(), device)[0]
 
 
 @pytest.fixture(scope="session")
