@@ -78,6 +78,7 @@ TRAIN_FIELDS: dict[str, Field] = {
     "augment": ("str", _one_of(*AUGMENTS)),
     "train_images": ("int", _non_negative),
     "eval_images": ("int", _non_negative),
+    "checkpoint_every": ("int", _non_negative),  # evaluations between checkpoints; 0 = none
 }
 # Schedule parameters by kind (names as in the config; mapped onto the schedule dataclasses).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
@@ -147,6 +148,7 @@ class TrialSpec:
     augment: str
     train_images: int
     eval_images: int
+    checkpoint_every: int = 1  # the default only for run folders written before the setting existed
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrialSpec":

@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,6 +54,7 @@ class TrialRow:
     train_imgs_per_s: float
     steps_run: int
     error: str
+    resumed: int = 0  # restarts from a checkpoint (0: one uninterrupted piece); older files lack it
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,8 @@ def _parse(value: str, annotation: Any) -> Any:
 
 def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
     """Rows of a CSV written by ``write_rows``; RunError names the file and row if damaged.
-    ``missing_ok``: a file not written yet (a run stopped before its first row) holds no rows."""
+    ``missing_ok``: a file not written yet (a run stopped before its first row) holds no rows.
+    A column with a default (added after older files were written) may be absent: the default."""
     if missing_ok and not path.exists():
         return []
     try:
@@ -188,7 +190,8 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
         if not text.endswith("\n"):  # write_rows ends every file with a line end
             raise RunError(f"{path}: {'empty' if not text else 'truncated (its last line is incomplete)'}")
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        missing = set(columns(cls)) - set(reader.fieldnames or [])
+        required = {fl.name for fl in fields(cls) if fl.default is MISSING}
+        missing = required - set(reader.fieldnames or [])
         if missing:
             raise RunError(f"{path}: missing columns {', '.join(sorted(missing))}")
         rows = []
@@ -196,7 +199,7 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
             if None in row or None in row.values():
                 raise RunError(f"{path}: damaged (line {reader.line_num} does not have "
                                f"{len(reader.fieldnames or [])} fields)")
-            rows.append(cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls)}))
+            rows.append(cls(**{fl.name: _parse(row[fl.name], fl.type) for fl in fields(cls) if fl.name in row}))
         return rows
     except OSError as e:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
