@@ -181,8 +181,9 @@ def batch_stream(pipeline: Pipeline, max_steps: int | None = None,
     """Training batches across epoch boundaries: ``max_steps`` of them, or endless. From
     ``start_step`` on: the tail of the same stream, the batches before it never computed."""
     first, skip = divmod(start_step, pipeline.steps_per_epoch)
-    stream = itertools.chain.from_iterable(pipeline.train_batches(epoch, skip if epoch == first else 0)
-                                           for epoch in itertools.count(first))
+    # ``start`` passed only where it is needed: a pipeline without it still streams from step 0
+    stream = itertools.chain.from_iterable(pipeline.train_batches(epoch, skip) if epoch == first and skip
+                                           else pipeline.train_batches(epoch) for epoch in itertools.count(first))
     return itertools.islice(stream, None if max_steps is None else max(max_steps - start_step, 0))
 
 
