@@ -70,7 +70,8 @@ def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: f
     keywords override (lr-find: its own step count and no compile)."""
     steps = max_steps or (trial.steps if trial else 1)
     optim = {} if trial is None else {
-        "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing}
+        "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing,
+        "checkpoint_every": trial.checkpoint_every}
     return TrainConfig(max_steps=steps, eval_every=eval_every or (trial.eval_every if trial else steps),
                        precision=settings.precision, compile=settings.compile if compile is None else compile,
                        warmup_steps=settings.warmup_steps if warmup_steps is None else warmup_steps,

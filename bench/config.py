@@ -65,7 +65,7 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
 
 Field = tuple[str, Callable[[Any], str | None]]
 
-# Training settings a trial takes (each has a default in [defaults]) and a profile may override.
+# Training settings a trial takes (each has a default in [defaults], or below) and a profile may override.
 TRAIN_FIELDS: dict[str, Field] = {
     "steps": ("int", _positive),
     "batch_size": ("int", _positive),
@@ -79,10 +79,10 @@ TRAIN_FIELDS: dict[str, Field] = {
     "train_images": ("int", _non_negative),
     "eval_images": ("int", _non_negative),
     "sync_bn": ("bool", _any),  # data parallel: SyncBatchNorm instead of per-replica BatchNorm
+    "checkpoint_every": ("int", _non_negative),  # evaluations between checkpoints; 0 = none
 }
-# Training settings newer than most config files: these defaults apply when neither the trial nor
-# [defaults] sets them (every other training setting must be set in one of the two).
-TRAIN_BUILTIN: dict[str, Any] = {"sync_bn": False}
+# Training settings a config written before them may leave out, with their default.
+TRAIN_DEFAULTS: dict[str, Any] = {"sync_bn": False, "checkpoint_every": 1}
 # Schedule parameters by kind (names as in the config; mapped onto the schedule dataclasses).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     "constant": {"lr": ("float", _positive), "momentum": ("float", _unit)},
@@ -156,7 +156,8 @@ class TrialSpec:
     augment: str
     train_images: int
     eval_images: int
-    sync_bn: bool = False  # a default: plans stored before the key existed still load
+    sync_bn: bool = False  # defaults: plans stored before the keys existed still load
+    checkpoint_every: int = 1
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrialSpec":
@@ -287,7 +288,7 @@ def _trial(name: str, raw: Any, defaults: Mapping[str, Any], path: Path) -> Tria
     _require(sched, _required_schedule_keys(kind), where, path)
     train = _read({k: v for k, v in table.items() if k not in SCHEDULE_FIELDS[kind]},
                   TRAIN_FIELDS, where, path, extra=("schedule", "description"))
-    merged = {**TRAIN_BUILTIN, **defaults, **train}
+    merged = {**TRAIN_DEFAULTS, **defaults, **train}
     _require(merged, TRAIN_FIELDS, where, path)
     spec = TrialSpec(name=name, schedule=kind, schedule_args=tuple(sorted(sched.items())),
                      **{k: merged[k] for k in TRAIN_FIELDS})

@@ -56,6 +56,7 @@ class TrialRow:
     error: str
     # Columns added after runs were committed: a trials.csv without them reads as these defaults.
     world_size: int = 1  # ranks that trained it together (torchrun); 1 for a single process
+    resumed: int = 0  # restarts from a checkpoint (0: one uninterrupted piece); older files lack it
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,8 @@ def _parse(value: str, annotation: Any) -> Any:
 
 def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
     """Rows of a CSV written by ``write_rows``; RunError names the file and row if damaged.
-    ``missing_ok``: a file not written yet (a run stopped before its first row) holds no rows."""
+    ``missing_ok``: a file not written yet (a run stopped before its first row) holds no rows.
+    A column with a default (added after older files were written) may be absent: the default."""
     if missing_ok and not path.exists():
         return []
     try:
@@ -190,8 +192,8 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
         if not text.endswith("\n"):  # write_rows ends every file with a line end
             raise RunError(f"{path}: {'empty' if not text else 'truncated (its last line is incomplete)'}")
         reader = csv.DictReader(io.StringIO(text, newline=""))
-        optional = {f.name for f in fields(cls) if f.default is not MISSING}  # older files lack them
-        missing = set(columns(cls)) - set(reader.fieldnames or []) - optional
+        required = {fl.name for fl in fields(cls) if fl.default is MISSING}
+        missing = required - set(reader.fieldnames or [])
         if missing:
             raise RunError(f"{path}: missing columns {', '.join(sorted(missing))}")
         rows = []

@@ -12,6 +12,8 @@ All give ``(images, labels)`` with images normalized, in the requested dtype, NC
 (when asked) channels_last in memory. Training batches are reshuffled every epoch from
 ``(seed, epoch)`` alone, so an epoch's batches do not depend on what ran before; the last
 partial training batch is dropped; evaluation covers every test image, in order.
+``train_batches(epoch, start)`` begins at batch ``start`` of the epoch without computing the
+batches before it: a trial resumed from a checkpoint continues the stream exactly.
 """
 
 import os
@@ -81,7 +83,7 @@ class Pipeline(Protocol):
     batch_size: int
     steps_per_epoch: int
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]: ...
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]: ...
 
     def eval_batches(self) -> Iterator[Batch]: ...
 
@@ -181,10 +183,10 @@ class TorchPipeline:
         x = x.permute(0, 3, 1, 2)  # NHWC memory, NCHW shape: channels_last for free
         return x if self.spec.channels_last else x.contiguous()
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         perm, offsets, flips = epoch_draws(len(self.train_y), self.spec, epoch, self.device)
         b = self.batch_size
-        for i in range(self.steps_per_epoch):
+        for i in range(start, self.steps_per_epoch):
             idx = rank_slice(perm[i * b:(i + 1) * b], spec=self.spec)
             yield self._normalize(self._crops(idx, offsets, flips)), self.train_y[idx]
 
@@ -215,14 +217,14 @@ class _EpochShuffle(torch.utils.data.Sampler[int]):
     also draws the workers' base seed from it and later epochs do not.)"""
 
     def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
+        self.n, self.seed, self.epoch, self.skip = n, seed, 0, 0  # skip: leading indices left out
 
     def __len__(self) -> int:
-        return self.n
+        return self.n - self.skip
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        return iter(torch.randperm(self.n, generator=g)[self.skip:].tolist())
 
 
 class TorchvisionPipeline:
@@ -260,8 +262,8 @@ class TorchvisionPipeline:
         x = x.to(self.device, non_blocking=True).to(self.spec.dtype, memory_format=layout)
         return x, y.to(self.device, non_blocking=True)
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
-        self.shuffle.epoch = epoch
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        self.shuffle.epoch, self.shuffle.skip = epoch, start * self.batch_size
         for x, y in self.train:
             yield self._to_device(x, y)
 
@@ -433,7 +435,7 @@ class DaliPipeline:
             inputs["mirror"] = mirror[host_idx]
         return inputs
 
-    def train_batches(self, epoch: int) -> Iterator[Batch]:
+    def train_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         host = torch.device("cpu")  # the per-image arguments are host inputs in DALI anyway
         perm, offsets, flips = epoch_draws(len(self.train_y), self.spec, epoch, host)
         # DALI puts a 32-wide window into the 40-wide image at round(pos * 8): pos = offset / 8
@@ -446,7 +448,7 @@ class DaliPipeline:
             # block the host inside the training clock once per epoch.
             perm = perm.pin_memory().to(self.device, non_blocking=True)
         b = self.batch_size
-        for i in range(self.steps_per_epoch):
+        for i in range(start, self.steps_per_epoch):
             idx = rank_slice(perm[i * b:(i + 1) * b], self.spec)
             host_idx = rank_slice(host_perm[i * b:(i + 1) * b], self.spec)
             inputs = {"images": self._feedable(self.train_x.index_select(0, idx)),

@@ -4,6 +4,10 @@ Read top to bottom: ``train_trial`` builds the step, warms it up (compilation ha
 restores the initial weights, then runs the timed loop. The training clock runs only while
 training steps run; it stops, device-synchronized, at every evaluation point and restarts after.
 Inside the timed loop nothing waits for the device except at evaluation points (marked).
+
+A trial can be cut into pieces: at evaluation points, while the clock is paused, it hands its
+state (``TrialState``) to ``on_checkpoint``; ``train_trial(resume=state)`` goes on from there with
+the same data stream, and its clocks and curve continue the saved ones.
 """
 
 import copy
@@ -12,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +52,7 @@ class TrainConfig:
     warmup_steps: int = 3  # off the clock; compiles the step, then state is reset
     target_acc: float | None = None
     stop_at_target: bool = False
+    checkpoint_every: int = 1  # evaluations between on_checkpoint calls; 0 = never
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,33 @@ class TrialOutcome:
     final_test_acc: float
     curve: tuple[EvalPoint, ...]
     reached_at: EvalPoint | None  # the first evaluation at or above target
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """A trial at an evaluation point: everything it needs to go on from there.
+
+    ``model``, ``optimizer`` and ``scaler`` are state dicts; handed to ``on_checkpoint`` they are
+    the live tensors (BN running statistics and momentum buffers included): save or copy them
+    before returning."""
+
+    step: int
+    train_time_s: float  # training clock so far
+    wall_time_s: float  # wall clock of the last evaluation (the pieces' gaps left out)
+    compile_time_s: float  # warm-up and compilation, summed over the pieces so far
+    eval_time_s: float
+    status: str  # not_reached | reached
+    curve: tuple[EvalPoint, ...]
+    reached_at: EvalPoint | None
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]  # the fp16 grad scaler's; empty without one
+
+
+START = TrialState(step=0, train_time_s=0.0, wall_time_s=0.0, compile_time_s=0.0, eval_time_s=0.0,
+                   status="not_reached", curve=(), reached_at=None, model={}, optimizer={}, scaler={})
+
+
 
 
 Optimizer = torch.optim.SGD | GraphSafeSGD
@@ -116,6 +149,7 @@ def make_step(model: nn.Module, optimizer: Optimizer, cfg: TrainConfig,
     # Evaluation reuses the compiled model; a data-parallel replica evaluates its own module, since
     # DDP's forward may broadcast buffers (a collective) and the ranks' shards differ in batches.
     step.forward = model.module if isinstance(model, DistributedDataParallel) else forward  # type: ignore[attr-defined]
+    step.scaler = scaler  # type: ignore[attr-defined]  # checkpoints save and restore its scale
     return step
 
 
@@ -220,33 +254,60 @@ def _warm_up(step_fn: Callable, model: nn.Module, pipeline: Pipeline, cfg: Train
     return time.perf_counter() - t0
 
 
-def batch_stream(pipeline: Pipeline, max_steps: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Training batches across epoch boundaries: ``max_steps`` of them, or endless."""
-    stream = itertools.chain.from_iterable(pipeline.train_batches(epoch) for epoch in itertools.count())
-    return itertools.islice(stream, max_steps)
+def batch_stream(pipeline: Pipeline, max_steps: int | None = None,
+                 start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Training batches across epoch boundaries: ``max_steps`` of them, or endless. From
+    ``start_step`` on: the tail of the same stream, the batches before it never computed."""
+    first, skip = divmod(start_step, pipeline.steps_per_epoch)
+    # ``start`` passed only where it is needed: a pipeline without it still streams from step 0
+    stream = itertools.chain.from_iterable(pipeline.train_batches(epoch, skip) if epoch == first and skip
+                                           else pipeline.train_batches(epoch) for epoch in itertools.count(first))
+    return itertools.islice(stream, None if max_steps is None else max(max_steps - start_step, 0))
+
+
+def _restore(model: nn.Module, optimizer: Optimizer, step_fn: Callable,
+             initial: dict[str, torch.Tensor] | None, resume: TrialState | None) -> None:
+    """After warm-up: the initial weights and no optimizer state, or the checkpoint's. Warm-up must
+    never train the measured model. load_state_dict copies in place, so the compiled graph stays
+    valid."""
+    if resume is None:
+        model.load_state_dict(initial)
+        reset_optimizer(optimizer)  # in place where a captured graph points at the buffers
+        return
+    model.load_state_dict(resume.model)
+    optimizer.load_state_dict(resume.optimizer)
+    if resume.scaler:
+        step_fn.scaler.load_state_dict(resume.scaler)
+
+
+def _scaler_state(step_fn: Callable) -> dict[str, Any]:
+    scaler = getattr(step_fn, "scaler", None)
+    return scaler.state_dict() if scaler is not None else {}
 
 
 def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: TrainConfig,
                 device: torch.device, on_eval: Callable[[EvalPoint], None] | None = None,
-                on_step: Callable[[int], None] | None = None) -> TrialOutcome:
-    """``on_step(step)`` runs on the host after each step is queued (no sync): progress display."""
+                on_step: Callable[[int], None] | None = None, resume: TrialState | None = None,
+                on_checkpoint: Callable[[TrialState], None] | None = None) -> TrialOutcome:
+    """``on_step(step)`` runs on the host after each step is queued (no sync): progress display.
+    ``on_checkpoint(state)`` runs at every ``cfg.checkpoint_every``-th evaluation the trial goes on
+    from, while the training clock is paused. ``resume``: go on from such a state; warm-up and
+    compilation run again (off the clock), then the state's weights replace the initial ones."""
     model.train()
-    initial = copy.deepcopy(model.state_dict())
+    initial = copy.deepcopy(model.state_dict()) if resume is None else None
     optimizer = build_optimizer(model, schedule, cfg)
     step_fn = make_step(model, optimizer, cfg, device)
     compile_time_s = _warm_up(step_fn, model, pipeline, cfg, device)
+    _restore(model, optimizer, step_fn, initial, resume)
 
-    # Reset: warm-up must never train the measured model. load_state_dict copies in place, so the
-    # compiled or captured graph stays valid; so does reset_optimizer.
-    model.load_state_dict(initial)
-    reset_optimizer(optimizer)
-
-    clock, curve = Stopwatch(device), []
-    eval_time_s, loss_sum, since_eval = 0.0, torch.zeros((), device=device), 0
-    status, reached_at, step = "not_reached", None, 0
-    wall0 = time.perf_counter()
+    prior = resume or START
+    clock, curve = Stopwatch(device), list(prior.curve)
+    compile_time_s += prior.compile_time_s
+    eval_time_s, loss_sum, since_eval = prior.eval_time_s, torch.zeros((), device=device), 0
+    status, reached_at, step = prior.status, prior.reached_at, prior.step
+    wall0 = time.perf_counter() - prior.wall_time_s
     clock.start()  # ---- the training clock starts here ----
-    for step, (x, y) in enumerate(batch_stream(pipeline, cfg.max_steps), start=1):
+    for step, (x, y) in enumerate(batch_stream(pipeline, cfg.max_steps, prior.step), start=prior.step + 1):
         set_hyperparams(optimizer, schedule, step - 1)
         loss_sum += step_fn(x, y)
         since_eval += 1
@@ -254,7 +315,7 @@ def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: T
             on_step(step)
         if step % cfg.eval_every and step < cfg.max_steps:
             continue
-        train_time_s = clock.stop()  # ---- clock paused (sync point) ----
+        train_time_s = prior.train_time_s + clock.stop()  # ---- clock paused (sync point) ----
         t_eval = time.perf_counter()
         distributed.sum_(loss_sum)  # data parallel: the mean over ranks of equal local batches
         train_loss = loss_sum.item() / since_eval / distributed.size()  # sync point (already synced by stop())
@@ -276,10 +337,14 @@ def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: T
             if cfg.stop_at_target:
                 break
         if step < cfg.max_steps:
+            if on_checkpoint and cfg.checkpoint_every and len(curve) % cfg.checkpoint_every == 0:
+                on_checkpoint(TrialState(step, train_time_s, point.wall_time_s, compile_time_s, eval_time_s,
+                                         status, tuple(curve), reached_at, model.state_dict(),
+                                         optimizer.state_dict(), _scaler_state(step_fn)))
             clock.start()  # ---- clock resumes ----
 
     accs = [p.test_acc for p in curve if math.isfinite(p.test_acc)]
-    return TrialOutcome(status=status, steps_run=step, train_time_s=clock.total_s,
+    return TrialOutcome(status=status, steps_run=step, train_time_s=prior.train_time_s + clock.total_s,
                         compile_time_s=compile_time_s, eval_time_s=eval_time_s,
                         train_images=step * pipeline.batch_size,
                         best_test_acc=max(accs, default=float("nan")),

@@ -157,6 +157,7 @@ BAD_VALUES = [
     ("max-lr-below-min", _set("trials", "tiny", "max_lr", value=0.005), "trials.tiny"),
     ("zero-batch", _set("trials", "tiny", "batch_size", value=0), "trials.tiny.batch_size"),
     ("negative-eval-batch", _set("defaults", "eval_batch_size", value=-8), "defaults.eval_batch_size"),
+    ("negative-checkpoint-every", _set("defaults", "checkpoint_every", value=-1), "defaults.checkpoint_every"),
     ("zero-steps", _set("trials", "tiny", "steps", value=0), "trials.tiny.steps"),
     ("negative-steps", _set("trials", "tiny", "steps", value=-3), "trials.tiny.steps"),
     ("zero-stepsize", _set("trials", "tiny-clr", "stepsize", value=0), "trials.tiny-clr.stepsize"),

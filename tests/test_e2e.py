@@ -21,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 TRIAL_COLUMNS = """run_id, trial, schedule, seed, device, pipeline, precision, channels_last, compile,
   batch_size, max_steps, target_acc, status, time_to_target_s, steps_to_target,
   epochs_to_target, wall_to_target_s, best_test_acc, final_test_acc, train_time_s,
-  compile_time_s, eval_time_s, train_imgs_per_s, world_size""".replace("\n", " ").replace(" ", "").split(",")
+  compile_time_s, eval_time_s, train_imgs_per_s, world_size, resumed""".replace("\n", " ").replace(" ", "").split(",")
 CURVE_COLUMNS = """run_id, trial, seed, step, epoch, lr, momentum, train_loss, test_loss, test_acc,
   train_time_s, wall_time_s""".replace("\n", " ").replace(" ", "").split(",")
 STATUSES = {"reached", "not_reached", "diverged", "error"}
@@ -141,6 +141,7 @@ def test_trials_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -
         assert (r["device"], r["pipeline"], r["batch_size"], r["max_steps"]) == ("cpu", "torch", "16", "6")
         assert r["run_id"] == run_dir.name and r["target_acc"] == "0.01"
         assert float(r["train_time_s"]) > 0 and float(r["train_imgs_per_s"]) > 0
+        assert r["resumed"] == "0"  # one uninterrupted piece
     # Any accuracy reaches 0.01 on 200 balanced test images: the reached path is exercised.
     assert {r["status"] for r in rows} == {"reached"}
     assert {r["steps_to_target"] for r in rows} == {"3"}  # the first evaluation

@@ -28,6 +28,7 @@ from sc_fast.pipeline import (
     make_pipeline,
     resolve_pipeline,
 )
+from sc_fast.train import batch_stream
 
 CPU = torch.device("cpu")
 PIPELINES = {"torch": TorchPipeline, "dali": DaliPipeline}
@@ -215,6 +216,29 @@ def test_epochs_are_functions_of_seed_and_epoch(kind: str) -> None:
     assert not torch.equal(first[0][1], next(p.train_batches(2))[1])  # another epoch differs
     reseeded = build(kind)(data, PipelineSpec(batch_size=100, seed=6))
     assert not torch.equal(first[0][1], next(reseeded.train_batches(1))[1])
+
+
+@pytest.mark.parametrize("kind", PIPELINES)
+def test_batch_stream_from_a_step_is_the_tail_of_the_stream(kind: str) -> None:
+    """Resuming at step k (mid-epoch, at an epoch boundary, in a later epoch) yields exactly the
+    batches the whole stream has from k on, and no more than max_steps in all."""
+    data = coded(250)
+    p = build(kind)(data, PipelineSpec(batch_size=60, seed=3))  # 4 steps per epoch
+    whole = list(batch_stream(p, 11))
+    for start in (0, 1, 4, 6, 11):
+        tail = list(batch_stream(p, 11, start_step=start))
+        assert len(tail) == 11 - start
+        for (x, y), (wx, wy) in zip(tail, whole[start:], strict=True):
+            assert torch.equal(x, wx) and torch.equal(y, wy)
+
+
+def test_torchvision_batches_from_a_start_follow_the_shuffle() -> None:
+    # Its augmentation draws happen in worker processes (not reproducible); the order is.
+    data = coded(250)
+    p = make_pipeline("torchvision", data, PipelineSpec(batch_size=60, seed=3), CPU)
+    whole = [y for _, y in batch_stream(p, 7)]
+    tail = [y for _, y in batch_stream(p, 7, start_step=2)]
+    assert len(tail) == 5 and all(torch.equal(a, b) for a, b in zip(tail, whole[2:], strict=True))
 
 
 @pytest.mark.parametrize("kind", PIPELINES)

@@ -162,10 +162,14 @@ def planned(profile: str) -> list[tuple[str, int]]:
 
 
 def assert_whole_files(run_dir: Path) -> None:
-    """Every result file present parses whole: no truncated CSV, JSON or PNG."""
+    """Every result file present parses whole: no truncated CSV, JSON, PNG or checkpoint."""
     for path in run_dir.iterdir():
         if path.name.startswith("."):
             continue  # a temporary file left by SIGKILL is never read
+        if path.name == "checkpoints":  # a cut-off trial's state
+            for ckpt in path.glob("[!.]*"):
+                assert isinstance(torch.load(ckpt, map_location="cpu", weights_only=True), dict), ckpt
+            continue
         data = path.read_bytes()
         if path.suffix in (".csv", ".json", ".md"):
             assert data.endswith(b"\n"), f"{path} does not end with a line end"
@@ -224,7 +228,8 @@ def test_signal_keeps_finished_trials_and_resume_runs_the_rest(
               for step in (4, 8)]
     write_rows(run_dir / "curves.csv", curves + orphan, CurveRow)
 
-    # Resume without --config or --data: the run folder knows both. tiny-long starts from scratch.
+    # Resume without --config or --data: the run folder knows both. tiny-long goes on from its
+    # checkpoint, or starts from scratch if it was cut before its first evaluation.
     rc, _, err = run_main(capsys, "run", "--resume", run_dir)
     assert rc == 0, err
     after = rows_of(run_dir)

@@ -2,6 +2,7 @@
 and the schedule reaching the optimizer. A small ResNet (n=1, narrow) on synthetic images keeps it fast;
 the loop is what is under test, not the network."""
 
+import copy
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from sc_fast.data import Cifar10
 from sc_fast.model import ResNetCifar
 from sc_fast.pipeline import PipelineSpec, TorchPipeline
 from sc_fast.schedules import Constant, OneCycle, Schedule
-from sc_fast.train import TrainConfig, TrialOutcome, train_trial
+from sc_fast.train import TrainConfig, TrialOutcome, TrialState, train_trial
 
 CPU = torch.device("cpu")
 SPEC = PipelineSpec(batch_size=16, eval_batch_size=32, train_images=64, eval_images=64)  # 4 steps/epoch
@@ -103,6 +104,33 @@ def test_target_without_stopping_records_the_first_hit(data: Cifar10) -> None:
     o = run(data, Constant(0.05), cfg(max_steps=6, eval_every=3, target_acc=0.01, stop_at_target=False))
     assert o.status == "reached" and [p.step for p in o.curve] == [3, 6]
     assert o.reached_at == o.curve[0]
+
+
+def test_resumed_from_a_checkpoint_the_trial_ends_as_if_never_stopped(data: Cifar10) -> None:
+    # 11 steps, an evaluation every 2: checkpoints at steps 2..10 (not at the last, which ends the
+    # trial). Going on from the one at step 6 (mid-epoch 1, after a reached target) gives the
+    # uninterrupted curve: same data stream, weights, BN statistics and momentum buffers.
+    states: list[TrialState] = []
+    sched = OneCycle(0.05, 0.5, 11)
+    c = cfg(max_steps=11, eval_every=2, target_acc=0.01, warmup_steps=1)
+    whole = run(data, sched, c, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    assert [s.step for s in states] == [2, 4, 6, 8, 10]
+    at6 = states[2]
+    assert [p.step for p in at6.curve] == [2, 4, 6] and at6.curve == whole.curve[:3]
+    assert at6.status == "reached" and at6.reached_at == whole.reached_at
+    pieces = run(data, sched, c, model=small_model(seed=1), resume=at6)  # other initial weights: overwritten
+    assert curve_values(pieces) == curve_values(whole)
+    assert pieces.curve[:3] == whole.curve[:3] and pieces.reached_at == whole.reached_at
+    assert pieces.status == whole.status and pieces.steps_run == 11
+    assert pieces.train_time_s > at6.train_time_s and pieces.compile_time_s > at6.compile_time_s
+    times = [p.train_time_s for p in pieces.curve]
+    assert times == sorted(times)
+    # checkpoint_every counts evaluations; 0 turns checkpoints off
+    every3: list[int] = []
+    run(data, sched, cfg(max_steps=11, eval_every=2, checkpoint_every=3), on_checkpoint=lambda s: every3.append(s.step))
+    off: list[int] = []
+    run(data, sched, cfg(max_steps=11, eval_every=2, checkpoint_every=0), on_checkpoint=lambda s: off.append(s.step))
+    assert every3 == [6] and off == []
 
 
 def test_huge_lr_diverges(data: Cifar10) -> None:

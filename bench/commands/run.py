@@ -5,12 +5,15 @@ or reloads an interrupted one (``--resume``), then ``execute`` runs the (trial, 
 have no row yet, each built by ``bench.build`` and trained by ``sc_fast.train.train_trial``.
 
 A run folder holds ``env.json`` (environment, resolved config, the plan, the run's state) and
-``trials.csv``/``curves.csv``, rewritten atomically after every trial. Resuming reads the plan back
-and runs only the (trial, seed) pairs without a row; a trial that was cut off starts from scratch.
+``trials.csv``/``curves.csv``, rewritten atomically after every trial, and while a trial runs its
+checkpoint (``bench.checkpoints``). Resuming reads the plan back and runs only the (trial, seed)
+pairs without a row; a trial that was cut off goes on from its checkpoint (from scratch without a
+usable one).
 """
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -27,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench import build, report
 from bench import config as config_mod
+from bench.checkpoints import Checkpoints, Refused, machine
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, accuracy, check_writable,
                           choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
                           make_run_dir, positive_int, resolve_device)
@@ -37,7 +41,7 @@ from sc_fast.data import Cifar10, load
 from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import make_pipeline
-from sc_fast.train import EvalPoint, TrialOutcome, train_trial
+from sc_fast.train import EvalPoint, TrialOutcome, TrialState, train_trial
 
 HELP = "time-to-target trials"
 
@@ -106,17 +110,44 @@ def load_plan(run_dir: Path) -> Plan:
 
 
 def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10, where: "Where",
-              on_step: Callable[[int], None], on_eval: Callable[[EvalPoint], None]) -> TrialOutcome:
+              on_step: Callable[[int], None], on_eval: Callable[[EvalPoint], None], *,
+              resume: TrialState | None = None,
+              on_checkpoint: Callable[[TrialState], None] | None = None) -> TrialOutcome:
     device, world = where.device, where.world
     torch.manual_seed(seed)  # the seed fixes the initial weights; the pipeline's shuffles use it too
     model = build.replicate(build.model(spec, plan.settings, device), spec, world, device)
     pipeline = make_pipeline(plan.pipeline, data, build.pipeline_spec(spec, plan.settings, seed, world=world), device)
     cfg = build.train_config(spec, plan.settings, target=plan.target, stop_at_target=plan.stop_at_target)
-    return train_trial(model, pipeline, spec.build_schedule(), cfg, device, on_eval=on_eval, on_step=on_step)
+    return train_trial(model, pipeline, spec.build_schedule(), cfg, device, on_eval=on_eval, on_step=on_step,
+                       resume=resume, on_checkpoint=on_checkpoint)
+
+
+def checkpoints(run_dir: Path, cfg: Config | None, plan: Plan) -> Checkpoints:
+    """The run's checkpoints, fingerprinted with this config, plan, code and device."""
+    shared = {"config_sha256": cfg.sha256 if cfg else None, "device": plan.device, "pipeline": plan.pipeline,
+              "settings": asdict(plan.settings), "target": plan.target, "stop_at_target": plan.stop_at_target}
+    return Checkpoints(run_dir, {**shared, **machine(torch.device(plan.device))})
+
+
+def resume_point(ckpts: Checkpoints, spec: TrialSpec, seed: int,
+                 console: Console) -> tuple[TrialState | None, int]:
+    """(state to go on from or None, restarts so far) for a trial about to run; a checkpoint that
+    cannot be used gets one line and the trial starts from scratch."""
+    try:
+        found = ckpts.load(spec, seed)
+    except Refused as e:
+        console.print(str(e), style="yellow", markup=False, highlight=False, soft_wrap=True)
+        return None, 0
+    if found is None:
+        return None, 0
+    state, restarts = found
+    console.print(f"{spec.name} seed {seed}: going on from its checkpoint at step {state.step} "
+                  f"(restart {restarts + 1})", soft_wrap=True)
+    return state, restarts + 1
 
 
 def trial_row(run_id: str, spec: TrialSpec, seed: int, plan: Plan, outcome: TrialOutcome | None,
-              error: str = "") -> TrialRow:
+              error: str = "", resumed: int = 0) -> TrialRow:
     s, o = plan.settings, outcome
     hit = o.reached_at if o else None
     nan = float("nan")
@@ -126,12 +157,13 @@ def trial_row(run_id: str, spec: TrialSpec, seed: int, plan: Plan, outcome: Tria
         batch_size=spec.batch_size, max_steps=spec.steps, target_acc=plan.target,
         status=o.status if o else "error",
         time_to_target_s=hit.train_time_s if hit else None, steps_to_target=hit.step if hit else None,
-        epochs_to_target=hit.epoch if hit else None, wall_to_target_s=hit.wall_time_s if hit else None,
+        epochs_to_target=hit.epoch if hit else None,
+        wall_to_target_s=hit.wall_time_s if hit and not resumed else None,  # a resumed wall clock has gaps
         best_test_acc=o.best_test_acc if o else nan, final_test_acc=o.final_test_acc if o else nan,
         train_time_s=o.train_time_s if o else nan, compile_time_s=o.compile_time_s if o else nan,
         eval_time_s=o.eval_time_s if o else nan,
         train_imgs_per_s=o.train_images / o.train_time_s if o and o.train_time_s > 0 else nan,
-        steps_run=o.steps_run if o else 0, error=error, world_size=plan.world_size)
+        steps_run=o.steps_run if o else 0, error=error, world_size=plan.world_size, resumed=resumed)
 
 
 def curve_rows(run_id: str, spec: TrialSpec, seed: int, outcome: TrialOutcome) -> list[CurveRow]:
@@ -142,7 +174,7 @@ def curve_rows(run_id: str, spec: TrialSpec, seed: int, outcome: TrialOutcome) -
 
 def existing(run_dir: Path) -> tuple[list[TrialRow], list[CurveRow]]:
     """The rows on disk (RunError if a file is damaged). Curves of a trial without a row belong to
-    a cut-off attempt and are dropped: a rerun starts from scratch, never stitched."""
+    a cut-off attempt and are dropped: a resumed trial's curve comes from its checkpoint."""
     trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
     rows = read_rows(trials_csv, TrialRow, missing_ok=True)
     curves = read_rows(curves_csv, CurveRow, missing_ok=True)
@@ -181,9 +213,12 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "Where") -> list[TrialRow]:
-    """Runs the plan's missing trials; returns all rows. KeyboardInterrupt propagates after the
-    finished trials are on disk. Under torchrun every rank runs every trial; rank 0 writes."""
+def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "Where",
+            cfg: Config | None = None) -> list[TrialRow]:
+    """Runs the plan's missing trials (a cut-off one from its checkpoint); returns all rows.
+    KeyboardInterrupt propagates after the finished trials are on disk; the cut-off trial's last
+    checkpoint stays. ``cfg``: the config read now, whose sha256 checkpoints must match. Under
+    torchrun every rank runs every trial (each resuming from the same checkpoint); rank 0 writes."""
     run_id = run_dir.name
     trials_csv, curves_csv = run_dir / "trials.csv", run_dir / "curves.csv"
     rows, curves = existing(run_dir)
@@ -191,6 +226,9 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "
     todo = [(t, s) for t, s in plan.pairs() if (t.name, s) not in done]
     for tmp in run_dir.glob(".*.tmp") if where.world.is_main else []:  # left by a process killed mid-write
         tmp.unlink(missing_ok=True)
+    ckpts = checkpoints(run_dir, cfg, plan)
+    if where.world.is_main:
+        ckpts.clean(done)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
@@ -205,10 +243,15 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "
                     console.print(f"{name}: step {p.step} epoch {p.epoch:.2f} {info} "
                                   f"train {p.train_time_s:.1f} s wall {p.wall_time_s:.1f} s")
 
+            resume, restarts = resume_point(ckpts, spec, seed, console)
+            # called with the state at evaluation points; rank 0 alone writes it
+            save = functools.partial(ckpts.save, spec, seed, restarts=restarts)
+            on_checkpoint = save if where.world.is_main else None
             try:
                 outcome = run_trial(spec, seed, plan, data, where,
-                                    lambda n, task=task: progress.update(task, completed=n), on_eval)
-                row = trial_row(run_id, spec, seed, plan, outcome)
+                                    lambda n, task=task: progress.update(task, completed=n), on_eval,
+                                    resume=resume, on_checkpoint=on_checkpoint)
+                row = trial_row(run_id, spec, seed, plan, outcome, resumed=restarts)
                 curves += curve_rows(run_id, spec, seed, outcome)
             except KeyboardInterrupt:
                 raise
@@ -216,7 +259,7 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "
                 if where.world.size > 1:  # the ranks' collectives are out of step now: end the job
                     raise JobError(f"rank {where.world.rank}: trial {spec.name} seed {seed}: {error_text(e)} "
                                    "(a rank may have died; the job stops)") from e
-                row = trial_row(run_id, spec, seed, plan, None, error=error_text(e))
+                row = trial_row(run_id, spec, seed, plan, None, error=error_text(e), resumed=restarts)
                 console.print(f"[red]trial {spec.name} seed {seed} failed: {row.error}[/red]")
             finally:
                 if torch.cuda.is_available():  # an OOM'd trial must not starve the next
@@ -227,6 +270,7 @@ def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "
                 if where.world.is_main:
                     write_rows(curves_csv, curves, CurveRow)
                     write_rows(trials_csv, rows, TrialRow)
+                    ckpts.remove(spec.name, seed)
             progress.update(task, info=_status_text(row))
             progress.advance(overall)
     return rows
@@ -337,14 +381,14 @@ def main(args: argparse.Namespace, console: Console) -> int:
         extra = {"data_dir": str(data_dir)}
     extra["world"] = world_record(where)
     console.print(f"run folder: {run_dir}" + (f" ({where.world.size} ranks)" if where.world.size > 1 else ""))
-    write_env(run_dir, cfg, plan, "running", extra, where.world)
-    build.prepare(where.device)
     try:
-        rows = execute(run_dir, plan, data, console, where)
+        write_env(run_dir, cfg, plan, "running", extra, where.world)
+        build.prepare(where.device)
+        rows = execute(run_dir, plan, data, console, where, cfg)
     except KeyboardInterrupt:
         write_env(run_dir, cfg, plan, "interrupted", world=where.world)
-        console.print(f"[yellow]interrupted: finished trials are in {run_dir}; "
-                      f"continue with: python -m bench run --resume {run_dir}[/yellow]")
+        console.print(f"[yellow]interrupted: finished trials and the cut-off trial's last checkpoint are in "
+                      f"{run_dir}; continue with: python -m bench run --resume {run_dir}[/yellow]")
         return EXIT_INTERRUPTED
     failed = any(r.status == "error" for r in rows)
     write_env(run_dir, cfg, plan, "failed" if failed else "complete", world=where.world)
