@@ -11,6 +11,7 @@ import math
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -117,6 +118,14 @@ def resolve_device(requested: str) -> torch.device:
                              f"(torch {torch.__version__}, CUDA build {torch.version.cuda})")
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
+
+
+def device_name(fp: dict[str, Any], device: torch.device) -> str:
+    """What throughput depends on: the GPU model on CUDA, the CPU model otherwise (env.json's
+    ``device_name``; the regression gate, ``ab`` and ``history`` compare runs with equal names)."""
+    if device.type == "cuda":
+        return fp["gpus"][device.index or 0]["name"]
+    return f"CPU {fp['cpu']}"
 
 
 def check_writable(out: Path) -> None:
