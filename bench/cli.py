@@ -14,7 +14,7 @@ from types import FrameType, ModuleType
 
 from rich.console import Console
 
-from bench.commands import compare, lr_find, report, run, schedule, suite, throughput
+from bench.commands import ab, compare, history, lr_find, report, run, schedule, suite, throughput
 from bench.commands.run import JobError
 from bench.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, UsageError
 from bench.config import ConfigError
@@ -26,7 +26,7 @@ from sc_fast.schedules import ScheduleError
 # name -> module, in the order `--help` lists them
 COMMANDS: dict[str, ModuleType] = {
     "run": run, "throughput": throughput, "suite": suite, "lr-find": lr_find, "schedule": schedule,
-    "report": report, "compare": compare,
+    "report": report, "compare": compare, "ab": ab, "history": history,
 }
 # Bad input found before any work: one line on stderr, exit 2.
 USAGE_ERRORS = (ConfigError, DataError, RunError, UsageError, PipelineUnavailable, ScheduleError)

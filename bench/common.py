@@ -11,6 +11,7 @@ import math
 import os
 import traceback
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -128,6 +129,14 @@ def join_world(device: torch.device) -> tuple[torch.device, World]:
     if device.type == "cuda" and world.size > 1:
         device = torch.device("cuda", world.local_rank)
     return device, world
+
+
+def device_name(fp: dict[str, Any], device: torch.device) -> str:
+    """What throughput depends on: the GPU model on CUDA, the CPU model otherwise (env.json's
+    ``device_name``; the regression gate, ``ab`` and ``history`` compare runs with equal names)."""
+    if device.type == "cuda":
+        return fp["gpus"][device.index or 0]["name"]
+    return f"CPU {fp['cpu']}"
 
 
 def check_writable(out: Path) -> None:

@@ -20,7 +20,7 @@ from rich.table import Table  # noqa: E402
 
 from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
-from bench.results import (CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow,  # noqa: E402
+from bench.results import (AbRow, CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow,  # noqa: E402
                            atomic_write, atomic_write_text, columns, read_json, read_rows)
 
 
@@ -169,8 +169,17 @@ def plot_schedule(name: str, schedule: Any, steps: int, path: Path) -> None:
     plt.close(fig)
 
 
-def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
-    """throughput.csv as the strings shown in the table and summary.md."""
+def _regressed(case: str, delta: Any, limit: float | None, verdicts: dict[str, Any] | None) -> bool:
+    """The gate's verdict recorded in env.json; runs from before verdicts were recorded: delta < -limit."""
+    if verdicts is not None:
+        return verdicts.get(case, {}).get("verdict") == "regression"
+    return limit is not None and delta is not None and not pd.isna(delta) and delta < -limit
+
+
+def throughput_display(df: pd.DataFrame, limit: float | None,
+                       verdicts: dict[str, Any] | None = None) -> pd.DataFrame:
+    """throughput.csv as the strings shown in the table and summary.md; ``verdicts``: env.json's
+    baseline.verdicts (case -> verdict and p-value) when the gate recorded them."""
     setup = [" ".join([p, "CL" if cl else "NCHW"] + ([] if c == "off" else [f"compile:{c}"]))
              for p, cl, c in zip(df.precision, df.channels_last, df.compile, strict=True)]
     out = pd.DataFrame({
@@ -185,8 +194,11 @@ def throughput_display(df: pd.DataFrame, limit: float | None) -> pd.DataFrame:
     })
     if df.baseline_imgs_per_s.notna().any():
         out["baseline img/s"] = df.baseline_imgs_per_s.map(_fmt)
-        out["delta"] = [_fmt(d, pct=True) + (" REGRESSION" if limit is not None and d is not None
-                                             and not pd.isna(d) and d < -limit else "") for d in df.delta]
+        out["delta"] = [_fmt(d, pct=True) + (" REGRESSION" if _regressed(c, d, limit, verdicts) else "")
+                        for c, d in zip(df.case, df.delta, strict=True)]
+        if verdicts and any(v.get("p_value") is not None for v in verdicts.values()):
+            ps = [(verdicts.get(c) or {}).get("p_value") for c in df.case]
+            out["p"] = ["-" if v is None else f"{v:.2g}" for v in ps]
     return out
 
 
@@ -210,7 +222,7 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
     limit = base.get("max_regression")
     title = (f"{run_dir.name}: throughput on {env.get('device_name')}; img/s = median of {s.get('repeats')} "
              f"repeats of `steps` timed steps, after {s.get('warmup')} warm-up steps")
-    shown = throughput_display(df, limit)
+    shown = throughput_display(df, limit, base.get("verdicts"))
     if console is not None:
         table = Table(title=title)
         for col in shown.columns:
@@ -221,8 +233,9 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
     notes = [f"- {r.case}: {r.status}: {r.error}" for r in df.itertuples() if r.status != "ok"]
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
     if base:
+        test = base.get("test", "medians only")
         lines += [f"Compared with baseline run `{base.get('run_id')}`; a case slower by more than "
-                  f"{limit:.0%} is a regression.", ""]
+                  f"{limit:.0%} is a regression (test: {test}).", ""]
     lines += [markdown(shown), "", *notes, "", "## Environment", "", "```json", _env_text(env), "```", ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
     return df
@@ -294,9 +307,51 @@ def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
     return head
 
 
+def ab_display(df: pd.DataFrame) -> pd.DataFrame:
+    """ab.csv as the strings shown in the table and summary.md."""
+    return pd.DataFrame({
+        "case": df.case, "rounds": df.rounds.astype(str), "REV img/s": df.imgs_per_s_rev.map(_fmt),
+        "tree img/s": df.imgs_per_s_tree.map(_fmt), "tree/REV": df.ratio.map(lambda v: _fmt(v, 3)),
+        "95% CI": [f"{_fmt(a, 3)}-{_fmt(b, 3)}" if a is not None and not pd.isna(a) else "-"
+                   for a, b in zip(df.ci_low, df.ci_high, strict=True)],
+        "p": ["-" if v is None or pd.isna(v) else f"{v:.2g}" for v in df.p_value],
+        "verdict": [v.upper() if v == "regression" else v for v in df.verdict],
+    })
+
+
+def ab_title(run_dir: Path, env: dict[str, Any]) -> str:
+    rev, tree, s = env.get("rev", {}), env.get("tree", {}), env.get("settings", {})
+    return (f"{run_dir.name}: working tree {(tree.get('commit') or '?')[:10]}{' (dirty)' if tree.get('dirty') else ''}"
+            f" against {rev.get('spec')} = {(rev.get('commit') or '?')[:10]} on {env.get('device_name')}; "
+            f"{s.get('rounds')} interleaved rounds of one child per side, img/s of one repeat each")
+
+
+def render_ab(run_dir: Path, console: Console | None) -> pd.DataFrame:
+    """summary.md and the table of a `bench ab` folder. Returns ab.csv's frame."""
+    env = read_json(run_dir / "env.json")
+    df = frame(read_rows(run_dir / "ab.csv", AbRow, missing_ok=True), AbRow)
+    title, shown = ab_title(run_dir, env), ab_display(df)
+    if console is not None:
+        table = Table(title=title)
+        for col in shown.columns:
+            table.add_column(col, justify="left" if col in ("case", "verdict") else "right")
+        for row in shown.itertuples(index=False):
+            table.add_row(*row)
+        print_wide(console, table)
+    limit = env.get("settings", {}).get("max_regression")
+    lines = [f"# {title}", "", f"State: {env.get('state')}", "",
+             f"Ratio = median tree img/s / median REV img/s over the rounds (below 1: the working tree is slower), "
+             f"95% bootstrap interval, two-sided Mann-Whitney p. A regression is slower by more than "
+             f"{f'{limit:.0%}' if limit is not None else '?'} and significant (p < 0.05, interval below 1). "
+             "Every child's sample: ab_samples.csv.", "", markdown(shown), "",
+             "## Environment", "", "```json", _env_text(env), "```", ""]
+    atomic_write_text(run_dir / "summary.md", "\n".join(lines))
+    return df
+
+
 # the kind recorded in env.json -> its renderer
 RENDERERS = {"run": render_run, "lr_find": report_lr_find.render, "throughput": render_throughput,
-             "suite": render_suite}
+             "suite": render_suite, "ab": render_ab}
 
 
 def render_any(run_dir: Path, console: Console) -> None:

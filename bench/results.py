@@ -121,6 +121,47 @@ class ThroughputRow:
     delta: float | None
 
 
+
+@dataclass(frozen=True)
+class StepTimeRow:
+    """One timed step of a throughput case (throughput_steps.csv, beside throughput.csv): the raw
+    samples a later comparison tests for significance. ``repeat`` and ``step`` count from 0."""
+
+    case: str
+    repeat: int
+    step: int
+    step_s: float
+
+
+@dataclass(frozen=True)
+class AbRow:
+    """One case of ``bench ab`` (ab.csv): median img/s over rounds per side, ratio = tree / rev
+    with its bootstrap interval, the Mann-Whitney p-value and bench.stats' verdict. Numbers are
+    empty when the case was skipped or errored (``verdict`` says which)."""
+
+    case: str
+    rounds: int  # rounds with a sample on both sides
+    imgs_per_s_rev: float | None
+    imgs_per_s_tree: float | None
+    ratio: float | None  # median(tree) / median(rev): below 1 the working tree is slower
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    verdict: str  # regression | improvement | no change | skipped | error
+
+
+@dataclass(frozen=True)
+class AbSampleRow:
+    """One case measured by one child process of ``bench ab`` (ab_samples.csv)."""
+
+    round: int  # from 0
+    side: str  # rev | tree
+    first: bool  # this side ran first in its round
+    case: str
+    imgs_per_s: float | None  # the child's one repeat
+    status: str  # ok | error | skipped
+    error: str
+
 def columns(cls: type) -> list[str]:
     return [f.name for f in fields(cls)]
 
@@ -207,6 +248,17 @@ def read_rows(path: Path, cls: type[T], missing_ok: bool = False) -> list[T]:
         raise RunError(f"{path}: cannot read ({e.strerror or e})") from None
     except (ValueError, TypeError, csv.Error) as e:
         raise RunError(f"{path}: damaged ({e})") from None
+
+
+def step_times(path: Path) -> dict[str, list[StepTimeRow]] | None:
+    """throughput_steps.csv of a run folder by case, in order; None when the run kept no raw
+    step times (runs from before they were written)."""
+    if not (path / "throughput_steps.csv").exists():
+        return None
+    by_case: dict[str, list[StepTimeRow]] = {}
+    for r in read_rows(path / "throughput_steps.csv", StepTimeRow):
+        by_case.setdefault(r.case, []).append(r)
+    return by_case
 
 
 def new_run_dir(out: Path, slug: str) -> Path:

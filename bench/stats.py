@@ -40,7 +40,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 REGRESSION = "regression"
 IMPROVEMENT = "improvement"
@@ -105,6 +104,8 @@ def _mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided Mann-Whitney U p-value; 1.0 when all of ``a`` and ``b`` are one value."""
     if np.all(a == a[0]) and np.all(b == a[0]):
         return 1.0
+    from scipy.stats import mannwhitneyu  # here: importing scipy.stats costs every `python -m bench` ~1 s
+
     return float(mannwhitneyu(a, b, alternative="two-sided", method="auto").pvalue)
 
 

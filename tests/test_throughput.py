@@ -1,21 +1,31 @@
 """`python -m bench throughput` end to end (in process, through bench.cli.main) on tiny cases, and
-the regression gate: a run against its own baseline passes, a planted slowdown fails, a baseline
-that is not comparable is refused with exit 2 before anything is measured or written."""
+the regression gate: its verdicts as pure functions of recorded rows and step times (a planted
+slowdown is a regression only when significant; without raw step times it falls back to medians),
+the CLI path against baselines no re-measurement can match, and a baseline that is not comparable
+refused with exit 2 before anything is measured or written.
+
+Nothing here asserts how fast this machine is: timing is checked on recorded numbers and with a
+substituted clock."""
 
 import csv
+import io
 import json
 import shutil
-import time
+import statistics
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
 from bench import cli
-from bench.commands import throughput as bench_throughput
-from bench.results import ThroughputRow, read_rows
-from bench.commands.throughput import apply_gate, load_baseline
+from bench import config as config_mod
+from bench.commands.throughput import (Baseline, Gate, Settings, apply_gate, check_comparable, gate_line,
+                                       load_baseline, plan_cases)
+from bench.config import DeviceSettings
+from bench.results import StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from sc_fast import throughput as sc_throughput
 from sc_fast.hardware import probe
 from sc_fast.throughput import Measurement, measure
 
@@ -74,7 +84,7 @@ def normal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_run_folder_has_spec_files_and_columns(normal: tuple[Path, Path]) -> None:
     _, run = normal
-    assert {"env.json", "throughput.csv", "summary.md"} <= {p.name for p in run.iterdir()}
+    assert {"env.json", "throughput.csv", "throughput_steps.csv", "summary.md"} <= {p.name for p in run.iterdir()}
     with open(run / "throughput.csv", newline="") as f:
         header = next(csv.reader(f))
     assert set(SPEC_COLUMNS) <= set(header)
@@ -98,10 +108,23 @@ def test_rows_measure_every_case_that_fits_the_device(normal: tuple[Path, Path])
     assert cl.ratio_to_baseline == pytest.approx(cl.imgs_per_s / base.imgs_per_s)
     for r in (base, cl):
         assert r.step_ms_p10 <= r.step_ms_median <= r.step_ms_p90
-        # img/s is a median of per-repeat rates; it must agree with the per-step times
-        assert 0.5 < r.imgs_per_s * r.step_ms_median / 1e3 / r.batch_size < 2
         assert r.peak_mem_mib > 50 and r.warmup_s > 0 and r.repeats == 3 and r.steps == 3
     assert gpu.status == "skipped" and "cuda" in gpu.error and gpu.imgs_per_s is None
+
+
+def test_raw_step_times_are_kept_and_agree_with_the_row(normal: tuple[Path, Path]) -> None:
+    """throughput_steps.csv: every timed step of every measured case; the row's numbers are
+    functions of them (recorded numbers only: nothing here depends on the machine's speed)."""
+    _, run = normal
+    rows = {r.case: r for r in read_rows(run / "throughput.csv", ThroughputRow)}
+    steps = step_times(run)
+    assert steps is not None and set(steps) == {"base", "cl"}  # the skipped case has none
+    for case, ts in steps.items():
+        r = rows[case]
+        assert [(t.repeat, t.step) for t in ts] == [(i, j) for i in range(3) for j in range(3)]
+        per_repeat = [r.batch_size * 3 / sum(t.step_s for t in ts if t.repeat == i) for i in range(3)]
+        assert r.imgs_per_s == pytest.approx(statistics.median(per_repeat))
+        assert r.step_ms_median == pytest.approx(statistics.median(t.step_s for t in ts) * 1e3)
 
 
 def test_report_rerenders_a_throughput_run(normal: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -116,43 +139,140 @@ def test_report_rerenders_a_throughput_run(normal: tuple[Path, Path], capsys: py
 def test_a_run_compared_with_itself_has_no_regression(normal: tuple[Path, Path]) -> None:
     _, run = normal
     rows = read_rows(run / "throughput.csv", ThroughputRow)
-    gated, regressed = apply_gate(rows, load_baseline(run), 0.0)
-    assert regressed == []
+    b = load_baseline(run)
+    gated, gate = apply_gate(rows, b, 0.0, b.steps)
+    assert gate.raw and gate.regressed == [] and set(gate.verdicts) == {"base", "cl"}
+    assert all(c.p_value == 1.0 and c.ratio == 1.0 for c in gate.comparisons.values())
     assert [r.delta for r in gated if r.status == "ok"] == [0.0, 0.0]
 
 
-def test_same_measurements_against_the_baseline_exit_0(normal: tuple[Path, Path], tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI path of the gate with the baseline's own numbers: exit 0 whatever else loads the
-    machine (a re-measurement on a shared 2-core machine can be several times slower)."""
+# ---- the gate on recorded rows and step times (pure) ---------------------------------------------
+
+def recorded(case: str, step_s: list[list[float]], batch: int = 16) -> tuple[ThroughputRow, list[StepTimeRow]]:
+    """A throughput row and its raw steps as a run records them, from made-up step times per repeat."""
+    per_repeat = [batch * len(r) / sum(r) for r in step_s]
+    flat = [t for r in step_s for t in r]
+    row = ThroughputRow(run_id="r", case=case, device="cpu", pipeline="synthetic", precision="fp32",
+                        channels_last=False, compile="off", batch_size=batch, steps=len(step_s[0]),
+                        imgs_per_s=statistics.median(per_repeat), step_ms_median=statistics.median(flat) * 1e3,
+                        step_ms_p10=min(flat) * 1e3, step_ms_p90=max(flat) * 1e3, ratio_to_baseline=None, model=True,
+                        warmup=1, repeats=len(step_s), warmup_s=0.1, peak_mem_mib=100.0, status="ok", error="",
+                        baseline_imgs_per_s=None, delta=None)
+    steps = [StepTimeRow(case, i, j, t) for i, r in enumerate(step_s) for j, t in enumerate(r)]
+    return row, steps
+
+
+def noisy(center: float, n_repeats: int = 3, n_steps: int = 4) -> list[list[float]]:
+    """Step times spread +-10% around ``center``, the same pattern every time."""
+    wobble = [0.9, 1.05, 0.95, 1.1, 1.0, 0.92, 1.08, 0.97, 1.03, 0.94, 1.06, 1.0]
+    return [[center * wobble[(i * n_steps + j) % 12] for j in range(n_steps)] for i in range(n_repeats)]
+
+
+def gate_of(old: dict[str, list[list[float]]], new: dict[str, list[list[float]]], limit: float,
+            raw: bool = True) -> tuple[list[ThroughputRow], Gate, Baseline]:
+    b_rec, n_rec = {c: recorded(c, s) for c, s in old.items()}, {c: recorded(c, s) for c, s in new.items()}
+    b = Baseline(Path("results/base-run"), {}, {c: r for c, (r, _) in b_rec.items()},
+                 {c: st for c, (_, st) in b_rec.items()} if raw else None)
+    rows, gate = apply_gate([r for r, _ in n_rec.values()], b, limit, {c: st for c, (_, st) in n_rec.items()})
+    return rows, gate, b
+
+
+def test_gate_a_significant_planted_slowdown_is_a_regression() -> None:
+    """30% slower in every step (12 vs 12 steps): beyond the 5% limit and significant."""
+    rows, gate, b = gate_of({"a": noisy(0.1), "b": noisy(0.1)}, {"a": noisy(0.13), "b": noisy(0.1)}, 0.05)
+    assert gate.raw and gate.verdicts == {"a": "regression", "b": "no change"} and gate.regressed == ["a"]
+    c = gate.comparisons["a"]
+    assert c.ratio == pytest.approx(1.3) and c.slowdown == pytest.approx(1 - 1 / 1.3) and c.p_value < 0.001
+    assert gate.comparisons["b"].p_value == 1.0
+    line = gate_line(rows, gate, b, 0.05)
+    assert line.startswith("[red]regression: 1 of 2 cases") and "a -23.1% (p " in line
+    assert "Mann-Whitney U on per-step times" in line and "12 steps here vs 12 in the baseline" in line
+
+
+def test_gate_a_slowdown_within_the_noise_is_not_a_regression() -> None:
+    """Steps spread +-30% on both sides, medians 9% apart: the median comparison alone would call
+    it a regression; the steps overlap, so it is not significant and not a regression."""
+    w = [0.7, 1.2, 0.9, 1.3, 1.0, 0.8, 1.25, 0.95, 1.1, 0.75, 1.15, 1.05]
+    old = [[0.1 * w[i * 4 + j] for j in range(4)] for i in range(3)]
+    new = [[0.109 * w[(i * 4 + j + 6) % 12] for j in range(4)] for i in range(3)]
+    rows, gate, b = gate_of({"a": old}, {"a": new}, 0.05)
+    assert rows[0].delta < -0.05  # the median comparison alone would call it a regression
+    assert gate.verdicts == {"a": "no change"} and gate.comparisons["a"].p_value > 0.05
+    line = gate_line(rows, gate, b, 0.05)
+    assert line.startswith("[green]no regression beyond 5% in 1 cases") and "but not significant: a " in line
+
+
+def test_gate_without_raw_samples_falls_back_to_medians_and_says_so() -> None:
+    rows, gate, b = gate_of({"a": noisy(0.1)}, {"a": noisy(0.13)}, 0.05, raw=False)
+    assert not gate.raw and gate.regressed == ["a"] and gate.comparisons == {}
+    line = gate_line(rows, gate, b, 0.05)
+    assert "medians only, no significance test: base-run kept no raw step times" in line
+    assert "medians of 3 repeats here, of 3 in the baseline" in line
+    rows, gate, b = gate_of({"a": noisy(0.1)}, {"a": noisy(0.102)}, 0.05, raw=False)
+    assert gate.regressed == [] and gate.verdicts == {"a": "no change"}
+
+
+def test_gate_a_faster_run_is_an_improvement_not_a_regression() -> None:
+    _, gate, _ = gate_of({"a": noisy(0.1)}, {"a": noisy(0.05)}, 0.0)
+    assert gate.verdicts == {"a": "improvement"} and gate.regressed == []
+
+
+def test_changed_case_settings_are_noted(normal: tuple[Path, Path]) -> None:
     config, base_run = normal
-    measured = {r.case: r for r in read_rows(base_run / "throughput.csv", ThroughputRow)}
-    monkeypatch.setattr(bench_throughput, "run_case",
-                        lambda run_id, case, *_: replace(measured[case.name], run_id=run_id))
-    assert throughput(config, tmp_path, "--baseline", str(base_run), "--max-regression", "0.05", "--json") == 0
+    b = load_baseline(base_run)
+    b = replace(b, rows={**b.rows, "cl": replace(b.rows["cl"], batch_size=1)})
+    cases = plan_cases(config_mod.load(config), DeviceSettings(**b.env["defaults"]), None,  # as the run resolved them
+                       Settings(steps=3, warmup=1, repeats=3))
+    out = io.StringIO()
+    check_comparable(b, b.env["device_name"], cases, Console(file=out, width=200))
+    assert "case cl differs from the baseline's: batch_size 1 -> 16" in out.getvalue()
+
+
+# ---- the gate through the CLI, against baselines no re-measurement can match ---------------------
+
+def doctored(base_run: Path, dest: Path, speed: float, raw: bool = True) -> Path:
+    """A copy of ``base_run`` claiming ``speed`` times its img/s (step times / speed): at 1e6 or
+    1e-6 no machine, loaded or idle, can measure the same."""
+    copy = Path(shutil.copytree(base_run, dest))
+    rows = read_rows(copy / "throughput.csv", ThroughputRow)
+    fast = [replace(r, imgs_per_s=r.imgs_per_s * speed, step_ms_median=r.step_ms_median / speed,
+                    step_ms_p10=r.step_ms_p10 / speed, step_ms_p90=r.step_ms_p90 / speed)
+            if r.status == "ok" else r for r in rows]
+    write_rows(copy / "throughput.csv", fast, ThroughputRow)
+    steps = [replace(t, step_s=t.step_s / speed) for ts in (step_times(copy) or {}).values() for t in ts]
+    write_rows(copy / "throughput_steps.csv", steps, StepTimeRow)
+    if not raw:
+        (copy / "throughput_steps.csv").unlink()
+    return copy
+
+
+def test_a_slower_run_than_the_baseline_exits_1(normal: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    config, base_run = normal
+    fast = doctored(base_run, tmp_path / "fast-baseline", 1e6)
+    assert throughput(config, tmp_path / "runs", "--baseline", str(fast), "--max-regression", "0.4", "--json") == 1
     captured = capsys.readouterr()  # --json: the JSON alone on stdout, messages on stderr
-    result = json.loads(captured.out)
-    assert result["regressed"] == [] and result["errored"] == [] and len(result["rows"]) == 3
-    assert "no regression beyond 5%" in captured.err and "3 repeats" in captured.err
-    rows = {r.case: r for r in read_rows(only_run(tmp_path) / "throughput.csv", ThroughputRow)}
-    before = {r.case: r for r in read_rows(base_run / "throughput.csv", ThroughputRow)}
-    assert rows["base"].baseline_imgs_per_s == before["base"].imgs_per_s
-    assert rows["cl"].delta == 0.0 and rows["cl"].imgs_per_s == before["cl"].imgs_per_s
-    assert rows["gpu-only"].delta is None
+    assert json.loads(captured.out)["regressed"] == ["base", "cl"]
+    err = " ".join(captured.err.split())  # the console wraps long lines
+    assert "regression: 2 of 2 cases" in err and "Mann-Whitney U on per-step times" in err
+    run = only_run(tmp_path / "runs")
+    env = json.loads((run / "env.json").read_text())["baseline"]
+    assert env["raw_step_times"] and env["verdicts"]["cl"]["verdict"] == "regression"
+    assert env["verdicts"]["cl"]["p_value"] < 0.001  # 9 vs 9 steps, fully separated
+    rows = {r.case: r for r in read_rows(run / "throughput.csv", ThroughputRow)}
+    assert rows["cl"].delta < -0.99 and rows["gpu-only"].delta is None
+    assert "REGRESSION" in (run / "summary.md").read_text()
 
 
-def test_planted_slowdown_exits_1(normal: tuple[Path, Path], tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    """Batch 1 instead of 16: per-step overhead dominates and img/s collapses."""
-    _, base_run = normal
-    slow = write_config(tmp_path / "slow.toml", SYNTHETIC_CASES.format(batch=1))
-    assert throughput(slow, tmp_path / "runs", "--baseline", str(base_run), "--max-regression", "0.4") == 1
-    out = capsys.readouterr().out
-    assert "regression:" in out and "batch_size 16 -> 1" in out
-    rows = read_rows(only_run(tmp_path / "runs") / "throughput.csv", ThroughputRow)
-    assert all(r.delta < -0.4 for r in rows if r.status == "ok")
-    assert "REGRESSION" in (only_run(tmp_path / "runs") / "summary.md").read_text()
+def test_a_faster_run_against_medians_only_exits_0(normal: tuple[Path, Path], tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    config, base_run = normal
+    slow = doctored(base_run, tmp_path / "slow-baseline", 1e-6, raw=False)
+    assert throughput(config, tmp_path / "runs", "--baseline", str(slow), "--max-regression", "0.05") == 0
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "no regression beyond 5% in 2 cases" in out and "medians only, no significance test" in out
+    summary = (only_run(tmp_path / "runs") / "summary.md").read_text()
+    assert "REGRESSION" not in summary and "medians only" in summary
 
 
 def refused(config: Path, out: Path, baseline: Path, capsys: pytest.CaptureFixture[str], *flags: str) -> str:
@@ -269,18 +389,29 @@ def test_pipeline_cases_and_a_failing_case(tmp_path: Path, cifar: object) -> Non
     assert rows["loader-torch"].model is False and rows["torch-fed"].model is True
 
 
-def test_measure_times_every_step_after_the_warm_up() -> None:
-    calls: list[float] = []
+def test_measure_times_every_step_after_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A substituted clock: each call to ``work`` advances it by a known amount."""
+    clock = [100.0]
+    monkeypatch.setattr(sc_throughput.time, "perf_counter", lambda: clock[0])
+    lengths = iter([1.0, 2.0] + [0.1, 0.2, 0.3, 0.4] * 2 + [0.4, 0.4, 0.4, 0.4])  # warm-up, then 3 repeats
 
-    def work() -> None:  # a step of known length
-        calls.append(time.perf_counter())
-        time.sleep(0.01)
+    def work() -> None:
+        clock[0] += next(lengths)
 
     m = measure(work, batch_size=8, steps=4, warmup=2, repeats=3, device=torch.device("cpu"))
-    assert len(calls) == 2 + 3 * 4 and len(m.step_s) == 12 and len(m.repeat_s) == 3
-    assert min(m.step_s) >= 0.0095 and m.warmup_s >= 0.019
-    assert m.repeat_s == pytest.approx([sum(m.step_s[i:i + 4]) for i in (0, 4, 8)])
-    assert m.imgs_per_s <= 8 / 0.0095 and m.step_ms(10) <= m.step_ms(50) <= m.step_ms(90)
+    assert m.warmup_s == pytest.approx(3.0)
+    assert m.step_s == pytest.approx((0.1, 0.2, 0.3, 0.4) * 2 + (0.4,) * 4)
+    assert m.repeat_s == pytest.approx((1.0, 1.0, 1.6))
+    assert m.imgs_per_s == pytest.approx(32.0)  # median of 32, 32, 20 img/s
+    assert m.step_ms(50) == pytest.approx(350.0) and m.step_ms(10) == pytest.approx(110.0)
+
+
+def test_measurement_arithmetic() -> None:
+    m = Measurement(batch_size=8, step_s=(0.1, 0.2, 0.3, 0.2, 0.2, 0.2), repeat_s=(0.6, 0.6), warmup_s=0.0,
+                    peak_mem_mib=0.0)
+    assert m.imgs_per_s == pytest.approx(40.0)  # 8 images x 3 steps / 0.6 s
+    assert m.step_ms(50) == pytest.approx(200.0)
+    assert m.step_ms(10) == pytest.approx(150.0) and m.step_ms(90) == pytest.approx(250.0)
 
 
 def test_one_slow_repeat_does_not_move_the_median() -> None:

@@ -7,10 +7,26 @@ divides by it. A case marked for another device type, or whose pipeline cannot r
 recorded as skipped with the reason; a case that fails (compile error, OOM) is recorded as an
 error and the rest go on.
 
+Every timed step is kept in throughput_steps.csv beside throughput.csv (``StepTimeRow``), so a
+later run can test whether it differs from this one beyond noise.
+
+The gate (``--baseline``): where both runs kept raw step times, a case regressed when
+``bench.stats.verdict`` says so for its per-step times (``compare_samples`` with
+``higher_is_better=False``): slower than the baseline by more than ``--max-regression`` of
+throughput, AND Mann-Whitney p < 0.05, AND the bootstrap interval wholly on the slower side.
+Per-step times rather than per-repeat img/s, because there are only ``repeats`` (3 by default)
+per-repeat rates per side, and with 3 vs 3 the smallest two-sided Mann-Whitney p is 0.1: the
+gate could never fire. Per-step times give steps x repeats samples a side (12 on the CPU, 60 on a
+GPU by default), where p can reach 1e-6. Steps of one repeat are not independent draws (a
+background job slows several in a row), so p is optimistic; the limit on the size still has to
+be met, and runs measured hours apart share no machine state at all: on a noisy machine
+``bench ab`` (interleaved) is the tool for a decision. Against a baseline without raw step times
+the gate falls back to comparing median img/s with the limit alone, and says so.
+
 Exit codes: 0 every planned case ran or was skipped and no case regressed; 1 a case errored, or
-``--baseline`` was given and a case's median img/s fell below the baseline run's by more than
-``--max-regression``; 2 bad flags, config, data or baseline folder (a baseline from another
-device or with another case set is refused before anything is measured or written).
+``--baseline`` was given and a case regressed (above); 2 bad flags, config, data or baseline
+folder (a baseline from another device or with another case set is refused before anything is
+measured or written).
 """
 
 import argparse
@@ -26,10 +42,11 @@ from rich.console import Console
 from bench import build, report
 from bench import config as config_mod
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, config_flags,
-                          device_flags, error_text, fraction_below_one, load_data, make_run_dir, non_negative_int,
-                          positive_int, resolve_device)
+                          device_flags, device_name, error_text, fraction_below_one, load_data, make_run_dir,
+                          non_negative_int, positive_int, resolve_device)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
-from bench.results import RunError, RunFolder, ThroughputRow, read_rows, write_rows
+from bench.results import RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from bench.stats import NO_CHANGE, REGRESSION, Comparison, compare_samples, verdict
 from sc_fast.data import Cifar10
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
@@ -155,19 +172,29 @@ def case_row(run_id: str, case: Case, device: torch.device, s: Settings, m: Meas
         status=status, error=error, baseline_imgs_per_s=None, delta=None)
 
 
-def run_case(run_id: str, case: Case, device: torch.device, s: Settings, data: Cifar10 | None) -> ThroughputRow:
+def step_rows(case: str, m: Measurement | None) -> list[StepTimeRow]:
+    """The measurement's raw step times as throughput_steps.csv rows (none for a case not measured)."""
+    if m is None:
+        return []
+    per_repeat = len(m.step_s) // len(m.repeat_s)
+    return [StepTimeRow(case=case, repeat=i // per_repeat, step=i % per_repeat, step_s=t)
+            for i, t in enumerate(m.step_s)]
+
+
+def run_case(run_id: str, case: Case, device: torch.device, s: Settings,
+             data: Cifar10 | None) -> tuple[ThroughputRow, Measurement | None]:
     """Measures one case; any failure inside it becomes the row's status, never the run's end."""
     skip = case.skip_reason(device)
     if skip:
-        return case_row(run_id, case, device, s, None, "skipped", skip)
+        return case_row(run_id, case, device, s, None, "skipped", skip), None
     try:
         reset_peak_memory(device)  # before the model and pipeline exist: their memory counts
         m = measure(build_work(case, device, data), case.batch_size, case.steps, s.warmup, s.repeats, device)
-        return case_row(run_id, case, device, s, m, "ok")
+        return case_row(run_id, case, device, s, m, "ok"), m
     except PipelineUnavailable as e:  # DALI missing here: not this code's failure
-        return case_row(run_id, case, device, s, None, "skipped", str(e))
+        return case_row(run_id, case, device, s, None, "skipped", str(e)), None
     except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
-        return case_row(run_id, case, device, s, None, "error", error_text(e))
+        return case_row(run_id, case, device, s, None, "error", error_text(e)), None
 
 
 def release(case: Case, device: torch.device) -> None:
@@ -188,11 +215,7 @@ def with_ratios(rows: list[ThroughputRow]) -> list[ThroughputRow]:
 
 # ---- the regression gate ------------------------------------------------------------------------
 
-def device_name(fp: dict[str, Any], device: torch.device) -> str:
-    """What throughput depends on: the GPU model on CUDA, the CPU model otherwise."""
-    if device.type == "cuda":
-        return fp["gpus"][device.index or 0]["name"]
-    return f"CPU {fp['cpu']}"
+StepTimes = dict[str, list[StepTimeRow]]  # case -> its timed steps
 
 
 @dataclass(frozen=True)
@@ -200,6 +223,7 @@ class Baseline:
     path: Path
     env: dict[str, Any]
     rows: dict[str, ThroughputRow]
+    steps: StepTimes | None  # None: the baseline kept no raw step times
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -209,7 +233,7 @@ def load_baseline(path: Path) -> Baseline:
     rows = read_rows(path / "throughput.csv", ThroughputRow)
     if not rows:
         raise RunError(f"--baseline {path}/throughput.csv: no cases")
-    return Baseline(path, env, {r.case: r for r in rows})
+    return Baseline(path, env, {r.case: r for r in rows}, step_times(path))
 
 
 def check_comparable(b: Baseline, name: str, cases: list[Case], console: Console) -> None:
@@ -230,27 +254,77 @@ def check_comparable(b: Baseline, name: str, cases: list[Case], console: Console
             console.print(f"[yellow]note: case {c.name} differs from the baseline's: {', '.join(changed)}[/yellow]")
 
 
-def apply_gate(rows: list[ThroughputRow], b: Baseline, limit: float) -> tuple[list[ThroughputRow], list[str]]:
-    """Rows with baseline img/s and delta filled in; the cases slower than baseline by > limit."""
-    out, regressed = [], []
+@dataclass(frozen=True)
+class Gate:
+    """The gate's outcome for the cases measured in both runs."""
+
+    raw: bool  # tested on both runs' raw step times; False: medians against the limit alone
+    verdicts: dict[str, str]  # case -> regression | improvement | no change
+    comparisons: dict[str, Comparison]  # case -> the step-time comparison behind its verdict (raw only)
+
+    @property
+    def regressed(self) -> list[str]:
+        return [c for c, v in self.verdicts.items() if v == REGRESSION]
+
+
+def case_gate(delta: float, old: list[StepTimeRow] | None, new: list[StepTimeRow] | None,
+              limit: float) -> tuple[str, Comparison | None]:
+    """One case's verdict: on the per-step times when both runs have them (size and significance,
+    module docstring), else the median img/s delta against the limit alone."""
+    if old and new:
+        c = compare_samples([r.step_s for r in old], [r.step_s for r in new], higher_is_better=False)
+        return verdict(c, limit), c
+    return (REGRESSION if delta < -limit else NO_CHANGE), None
+
+
+def apply_gate(rows: list[ThroughputRow], b: Baseline, limit: float,
+               steps: StepTimes | None) -> tuple[list[ThroughputRow], Gate]:
+    """Rows with baseline img/s and delta filled in, and the verdict of every case both runs measured.
+    ``steps``: this run's raw step times (None: compare medians only)."""
+    raw = steps is not None and b.steps is not None
+    out, verdicts, comparisons = [], {}, {}
     for r in rows:
         old = b.rows[r.case].imgs_per_s if b.rows[r.case].status == "ok" else None
         delta = r.imgs_per_s / old - 1 if old and r.imgs_per_s is not None else None
         out.append(replace(r, baseline_imgs_per_s=old, delta=delta))
-        if delta is not None and delta < -limit:
-            regressed.append(r.case)
-    return out, regressed
+        if delta is None:
+            continue
+        verdicts[r.case], c = case_gate(delta, (b.steps or {}).get(r.case) if raw else None,
+                                        (steps or {}).get(r.case) if raw else None, limit)
+        if c is not None:
+            comparisons[r.case] = c
+    return out, Gate(raw, verdicts, comparisons)
 
 
-def gate_line(rows: list[ThroughputRow], regressed: list[str], b: Baseline, limit: float) -> str:
+def gate_test_text(rows: list[ThroughputRow], gate: Gate, b: Baseline) -> str:
+    """Which test the verdicts come from, for the verdict line and env.json."""
+    if gate.raw:
+        c = next(iter(gate.comparisons.values()), None)
+        n = f", {c.n_new} steps here vs {c.n_base} in the baseline" if c else ""
+        return f"Mann-Whitney U on per-step times, p < 0.05, and the limit{n}"
     b_row = next(iter(b.rows.values()))
-    reps = f"medians of {rows[0].repeats} repeats here, of {b_row.repeats} in the baseline"
-    compared = sum(r.delta is not None for r in rows)
-    if regressed:
-        worst = ", ".join(f"{r.case} {r.delta:+.1%}" for r in rows if r.case in regressed)
-        return (f"[red]regression: {len(regressed)} of {compared} cases slower than {b.path.name} by more "
-                f"than {limit:.0%} ({reps}): {worst}[/red]")
-    return f"[green]no regression beyond {limit:.0%} in {compared} cases against {b.path.name} ({reps})[/green]"
+    return (f"medians only, no significance test: {b.path.name if b.steps is None else 'this run'} kept no raw "
+            f"step times (medians of {rows[0].repeats} repeats here, of {b_row.repeats} in the baseline)")
+
+
+def _case_text(r: ThroughputRow, gate: Gate) -> str:
+    c = gate.comparisons.get(r.case)
+    return f"{r.case} {r.delta:+.1%}" + (f" (p {c.p_value:.2g})" if c else "")
+
+
+def gate_line(rows: list[ThroughputRow], gate: Gate, b: Baseline, limit: float) -> str:
+    test = f"test: {gate_test_text(rows, gate, b)}"
+    compared = len(gate.verdicts)
+    unsure = [r for r in rows if r.case in gate.comparisons and gate.verdicts[r.case] != REGRESSION
+              and r.delta is not None and r.delta < -limit]
+    unsure_text = (f"; slower by more than {limit:.0%} but not significant: "
+                   f"{', '.join(_case_text(r, gate) for r in unsure)}" if unsure else "")
+    if gate.regressed:
+        worst = ", ".join(_case_text(r, gate) for r in rows if r.case in gate.regressed)
+        return (f"[red]regression: {len(gate.regressed)} of {compared} cases slower than {b.path.name} by more "
+                f"than {limit:.0%}: {worst}{unsure_text}. {test}[/red]")
+    return (f"[green]no regression beyond {limit:.0%} in {compared} cases against {b.path.name}{unsure_text}. "
+            f"{test}[/green]")
 
 
 # ---- the command ------------------------------------------------------------------------------
@@ -261,19 +335,23 @@ def write_env(run_dir: Path, env: dict[str, Any], state: str) -> None:
 
 
 def measure_all(run_dir: Path, cases: list[Case], device: torch.device, s: Settings, data: Cifar10 | None,
-                console: Console) -> list[ThroughputRow]:
-    """Runs the cases in order, rewriting throughput.csv after each (a kill keeps what finished)."""
+                console: Console) -> tuple[list[ThroughputRow], StepTimes]:
+    """Runs the cases in order, rewriting throughput.csv and throughput_steps.csv after each (a kill
+    keeps what finished)."""
     rows: list[ThroughputRow] = []
+    steps: StepTimes = {}
     for i, case in enumerate(cases, 1):
         console.print(f"[{i}/{len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
                       f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
                       f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
-        row = run_case(run_dir.name, case, device, s, data)
+        row, m = run_case(run_dir.name, case, device, s, data)
         release(case, device)
         rows = with_ratios(rows + [row])
+        steps[case.name] = step_rows(case.name, m)
         write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
+        write_rows(run_dir / "throughput_steps.csv", [r for rs in steps.values() for r in rs], StepTimeRow)
         console.print(f"    {_row_text(row)}")
-    return rows
+    return rows, steps
 
 
 def _row_text(r: ThroughputRow) -> str:
@@ -309,26 +387,35 @@ def main(args: argparse.Namespace, console: Console) -> int:
                   f"{s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
     write_env(run_dir, env, "running")
     try:
-        rows = measure_all(run_dir, cases, device, s, data, console)
+        rows, steps = measure_all(run_dir, cases, device, s, data, console)
     except KeyboardInterrupt:
         write_env(run_dir, env, "interrupted")
         console.print(f"[yellow]interrupted: finished cases are in {run_dir}[/yellow]")
         return EXIT_INTERRUPTED
-    return finish(run_dir, env, rows, baseline, args, console)
+    return finish(run_dir, env, rows, steps, baseline, args, console)
 
 
-def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], baseline: Baseline | None,
-           args: argparse.Namespace, console: Console) -> int:
+def gate_env(gate: Gate, test: str) -> dict[str, Any]:
+    """What env.json's ``baseline`` records of the gate: the test and each case's verdict."""
+    return {"test": test, "raw_step_times": gate.raw,
+            "verdicts": {case: {"verdict": v, "p_value": gate.comparisons[case].p_value if case in gate.comparisons
+                                else None} for case, v in gate.verdicts.items()}}
+
+
+def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], steps: StepTimes,
+           baseline: Baseline | None, args: argparse.Namespace, console: Console) -> int:
     """Gate, final files, table and exit code."""
     regressed: list[str] = []
     if baseline:
-        rows, regressed = apply_gate(rows, baseline, args.max_regression)
+        rows, gate = apply_gate(rows, baseline, args.max_regression, steps)
+        regressed = gate.regressed
+        env["baseline"].update(gate_env(gate, gate_test_text(rows, gate, baseline)))
         write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
     errored = [r.case for r in rows if r.status == "error"]
     write_env(run_dir, env, "failed" if errored else "complete")
     report.render_throughput(run_dir, None if args.json else console)
     if baseline:
-        console.print(gate_line(rows, regressed, baseline, args.max_regression))
+        console.print(gate_line(rows, gate, baseline, args.max_regression))
     if errored:
         console.print(f"[red]{len(errored)} case(s) errored: {', '.join(errored)}[/red]")
     if args.json:
