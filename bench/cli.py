@@ -15,8 +15,7 @@ from types import FrameType, ModuleType
 from rich.console import Console
 
 from bench.commands import ab, compare, history, lr_find, report, run, schedule, suite, throughput
-from bench.commands.run import JobError
-from bench.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Parser, UsageError
+from bench.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, JobError, Parser, UsageError
 from bench.config import ConfigError
 from bench.results import RunError
 from sc_fast.data import DataError

@@ -9,7 +9,9 @@ of printing argparse's two-line usage and exiting.
 import argparse
 import math
 import os
+import socket
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 class UsageError(Exception):
     """Bad input found before any work: exit 2 with this one line."""
+
+
+class JobError(Exception):
+    """A data-parallel job that cannot go on (a rank failed); exit 1 with this one line."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """This process's device and its place in the job (one rank of a torchrun job, or alone)."""
+
+    device: torch.device
+    world: World
 
 
 def error_text(e: BaseException) -> str:
@@ -137,6 +151,13 @@ def device_name(fp: dict[str, Any], device: torch.device) -> str:
     if device.type == "cuda":
         return fp["gpus"][device.index or 0]["name"]
     return f"CPU {fp['cpu']}"
+
+
+def world_record(where: Where) -> dict[str, Any]:
+    """env.json's world: ranks, nodes, backend and every rank's host and device (a collective)."""
+    w = where.world
+    ranks = distributed.gather(f"{socket.gethostname()}:{where.device}")
+    return {"world_size": w.size, "nodes": w.nodes, "backend": w.backend, "ranks": ranks}
 
 
 def check_writable(out: Path) -> None:

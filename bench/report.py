@@ -192,6 +192,13 @@ def throughput_display(df: pd.DataFrame, limit: float | None,
         "warm-up s": df.warmup_s.map(_fmt), "peak MiB": df.peak_mem_mib.map(lambda v: _fmt(v, 0)),
         "status": df.status,
     })
+    if (df.world_size > 1).any():  # torchrun: img/s is the job's
+        out["ranks"] = df.world_size.astype(str)
+        out["img/s per device"] = df.imgs_per_s_per_device.map(_fmt)
+    if df.scaling_efficiency.notna().any():
+        out["baseline img/s"] = df.baseline_imgs_per_s.map(_fmt)
+        out["scaling eff."] = df.scaling_efficiency.map(lambda v: _fmt(v, 2))
+        return out
     if df.baseline_imgs_per_s.notna().any():
         out["baseline img/s"] = df.baseline_imgs_per_s.map(_fmt)
         out["delta"] = [_fmt(d, pct=True) + (" REGRESSION" if _regressed(c, d, limit, verdicts) else "")

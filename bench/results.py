@@ -119,6 +119,11 @@ class ThroughputRow:
     error: str  # why it errored or was skipped
     baseline_imgs_per_s: float | None
     delta: float | None
+    # Columns added after runs were committed (older files read as these defaults). Under torchrun
+    # imgs_per_s is the job's (global batch / the slowest rank's time) and batch_size the global batch.
+    world_size: int = 1
+    imgs_per_s_per_device: float | None = None
+    scaling_efficiency: float | None = None  # vs a --baseline run of another world size: per-device img/s ratio
 
 
 

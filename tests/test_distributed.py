@@ -128,3 +128,50 @@ def test_interrupted_two_rank_run_resumes(tmp_path: Path) -> None:
     assert sorted((r[0], r[1]) for r in rows) == [("tiny", "0"), ("tiny", "1"), ("tiny-multi", "0"),
                                                   ("tiny-multi", "1")]
     assert all(r[2] == "2" for r in rows)
+
+
+THROUGHPUT_CASES = """
+[throughput]
+cpu_steps = 2
+cpu_warmup = 1
+cpu_repeats = 2
+baseline_case = "base"
+
+[throughput.cases.base]
+batch_size = 8
+precision = "fp32"
+channels_last = false
+compile = "off"
+pipeline = "synthetic"
+
+[throughput.cases.torch-fed]
+batch_size = 8
+precision = "fp32"
+pipeline = "torch"
+"""
+
+
+def test_throughput_under_torchrun_and_scaling_against_one_process(tmp_path: Path) -> None:
+    text = (REPO / "bench.toml").read_text()
+    config = tmp_path / "bench.toml"
+    config.write_text(text[:text.index("\n[throughput]\n")] + THROUGHPUT_CASES)
+    one = subprocess.run([sys.executable, "-m", "bench", "throughput", "--config", str(config), "--device", "cpu",
+                          "--out", str(tmp_path / "one")], cwd=REPO, env=env(), capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    (base_run,) = (tmp_path / "one").iterdir()
+    two = subprocess.run(torchrun("throughput", "--config", str(config), "--device", "cpu", "--out",
+                                  str(tmp_path / "two"), "--baseline", str(base_run)),
+                         cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    (run_dir,) = (tmp_path / "two").iterdir()  # rank 0 alone writes
+    lines = (run_dir / "throughput.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert [r["case"] for r in rows] == ["base", "torch-fed"]
+    for r in rows:
+        assert r["status"] == "ok" and r["world_size"] == "2" and r["batch_size"] == "8"
+        assert float(r["imgs_per_s_per_device"]) == pytest.approx(float(r["imgs_per_s"]) / 2)
+        assert float(r["scaling_efficiency"]) > 0  # its value depends on the machine: only that it is there
+    assert "scaling efficiency" in two.stdout
+    assert json.loads((run_dir / "env.json").read_text())["world"]["world_size"] == 2

@@ -17,7 +17,6 @@ import functools
 import json
 import math
 import signal
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,7 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bench import build, report
 from bench import config as config_mod
 from bench.checkpoints import Checkpoints, Refused, machine
-from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, accuracy, check_writable,
+from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, accuracy,
+                          check_writable, world_record,
                           choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
                           make_run_dir, positive_int, resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
@@ -44,18 +44,6 @@ from sc_fast.pipeline import make_pipeline
 from sc_fast.train import EvalPoint, TrialOutcome, TrialState, train_trial
 
 HELP = "time-to-target trials"
-
-
-class JobError(Exception):
-    """A data-parallel job that cannot go on (a rank failed); exit 1 with this one line."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """This process's device and its place in the job (one rank of a torchrun job, or alone)."""
-
-    device: torch.device
-    world: World
 
 
 @dataclass(frozen=True)
@@ -109,7 +97,7 @@ def load_plan(run_dir: Path) -> Plan:
         raise RunError(f"{run_dir}/env.json: damaged plan ({e})") from None
 
 
-def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10, where: "Where",
+def run_trial(spec: TrialSpec, seed: int, plan: Plan, data: Cifar10, where: Where,
               on_step: Callable[[int], None], on_eval: Callable[[EvalPoint], None], *,
               resume: TrialState | None = None,
               on_checkpoint: Callable[[TrialState], None] | None = None) -> TrialOutcome:
@@ -213,7 +201,7 @@ def signals_deferred() -> Iterator[None]:
             signal.raise_signal(caught[0])
 
 
-def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: "Where",
+def execute(run_dir: Path, plan: Plan, data: Cifar10, console: Console, where: Where,
             cfg: Config | None = None) -> list[TrialRow]:
     """Runs the plan's missing trials (a cut-off one from its checkpoint); returns all rows.
     KeyboardInterrupt propagates after the finished trials are on disk; the cut-off trial's last
@@ -358,13 +346,6 @@ def _where(args: argparse.Namespace) -> Where:
     requested = load_plan(Path(args.resume)).device.split(":")[0] if args.resume else args.device
     device, world = join_world(resolve_device(requested))
     return Where(device, world)
-
-
-def world_record(where: Where) -> dict[str, Any]:
-    """env.json's world: ranks, nodes, backend and every rank's host and device (a collective)."""
-    w = where.world
-    ranks = distributed.gather(f"{socket.gethostname()}:{where.device}")
-    return {"world_size": w.size, "nodes": w.nodes, "backend": w.backend, "ranks": ranks}
 
 
 def main(args: argparse.Namespace, console: Console) -> int:

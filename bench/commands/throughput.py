@@ -41,13 +41,15 @@ from rich.console import Console
 
 from bench import build, report
 from bench import config as config_mod
-from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, check_writable, config_flags,
-                          device_flags, device_name, error_text, fraction_below_one, load_data, make_run_dir,
-                          non_negative_int, positive_int, resolve_device)
+from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, check_writable,
+                          config_flags, device_flags, device_name, error_text, fraction_below_one, join_world,
+                          load_data, make_run_dir, non_negative_int, positive_int, resolve_device, world_record)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
 from bench.results import RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
 from bench.stats import NO_CHANGE, REGRESSION, Comparison, compare_samples, verdict
+from sc_fast import distributed
 from sc_fast.data import Cifar10
+from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
 from sc_fast.throughput import Measurement, Work, measure, reset_peak_memory, synthetic_batch, training_step
@@ -81,9 +83,11 @@ class Case:
     device: str | None  # the device type it is meant for; None: any
     steps: int  # timed steps per repeat
 
-    def skip_reason(self, device: torch.device) -> str | None:
+    def skip_reason(self, device: torch.device, world_size: int = 1) -> str | None:
         if self.device and self.device != device.type:
             return f"meant for {self.device} only (bench.toml throughput.cases.{self.name}.device)"
+        if world_size > 1 and self.pipeline == "torchvision":
+            return "the torchvision reference loader is single-process"
         return None
 
 
@@ -142,28 +146,32 @@ def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Setting
 
 # ---- one case ----------------------------------------------------------------------------------
 
-def build_work(case: Case, device: torch.device, data: Cifar10 | None) -> Work:
+def build_work(case: Case, where: Where, data: Cifar10 | None) -> Work:
     """One step of the case as a closure: train on the fixed batch, train on the pipeline's next
-    batch, or only draw the pipeline's next batch."""
+    batch, or only draw the pipeline's next batch. Under torchrun each rank steps its slice of the
+    global batch as one DDP replica."""
+    device, world = where.device, where.world
     settings = DeviceSettings(precision=case.precision, channels_last=case.channels_last, compile=case.compile,
                               warmup_steps=0)
-    step = (training_step(build.model(None, settings, device), build.train_config(None, settings), device)
-            if case.model else None)
+    model = build.replicate(build.model(None, settings, device), None, world, device)
+    step = training_step(model, build.train_config(None, settings), device) if case.model else None
     if case.pipeline == "synthetic":
-        x, y = synthetic_batch(case.batch_size, case.precision, case.channels_last, device)
+        x, y = synthetic_batch(case.batch_size // world.size, case.precision, case.channels_last, device)
         return lambda: step(x, y)
     assert data is not None, "pipeline cases need the data set"
-    spec = build.pipeline_spec(None, settings, batch_size=case.batch_size)
+    spec = build.pipeline_spec(None, settings, batch_size=case.batch_size, world=world)
     batches = batch_stream(make_pipeline(case.pipeline, data, spec, device))
     if step is None:
         return lambda: next(batches)
     return lambda: step(*next(batches))
 
 
-def case_row(run_id: str, case: Case, device: torch.device, s: Settings, m: Measurement | None,
+def case_row(run_id: str, case: Case, where: Where, s: Settings, m: Measurement | None,
              status: str, error: str = "") -> ThroughputRow:
+    per_device = m.imgs_per_s / where.world.size if m else None
     return ThroughputRow(
-        run_id=run_id, case=case.name, device=str(device), pipeline=case.pipeline, precision=case.precision,
+        run_id=run_id, case=case.name, device=str(where.device), world_size=where.world.size,
+        imgs_per_s_per_device=per_device, pipeline=case.pipeline, precision=case.precision,
         channels_last=case.channels_last, compile=case.compile, batch_size=case.batch_size, steps=case.steps,
         imgs_per_s=m.imgs_per_s if m else None, step_ms_median=m.step_ms(50) if m else None,
         step_ms_p10=m.step_ms(10) if m else None, step_ms_p90=m.step_ms(90) if m else None,
@@ -181,20 +189,33 @@ def step_rows(case: str, m: Measurement | None) -> list[StepTimeRow]:
             for i, t in enumerate(m.step_s)]
 
 
-def run_case(run_id: str, case: Case, device: torch.device, s: Settings,
+def job_measurement(m: Measurement, world: World) -> Measurement:
+    """Under torchrun: each repeat takes as long as the slowest rank took (a collective), so img/s
+    is the job's (Measurement's batch_size is the global batch)."""
+    if world.size == 1:
+        return m
+    return replace(m, repeat_s=tuple(distributed.max_(r) for r in m.repeat_s))
+
+
+def run_case(run_id: str, case: Case, where: Where, s: Settings,
              data: Cifar10 | None) -> tuple[ThroughputRow, Measurement | None]:
-    """Measures one case; any failure inside it becomes the row's status, never the run's end."""
-    skip = case.skip_reason(device)
+    """Measures one case; any failure inside it becomes the row's status, never the run's end
+    (under torchrun it ends the job: the ranks' collectives are out of step)."""
+    device = where.device
+    skip = case.skip_reason(device, where.world.size)
     if skip:
-        return case_row(run_id, case, device, s, None, "skipped", skip), None
+        return case_row(run_id, case, where, s, None, "skipped", skip), None
     try:
         reset_peak_memory(device)  # before the model and pipeline exist: their memory counts
-        m = measure(build_work(case, device, data), case.batch_size, case.steps, s.warmup, s.repeats, device)
-        return case_row(run_id, case, device, s, m, "ok"), m
+        m = measure(build_work(case, where, data), case.batch_size, case.steps, s.warmup, s.repeats, device)
+        m = job_measurement(m, where.world)
+        return case_row(run_id, case, where, s, m, "ok"), m
     except PipelineUnavailable as e:  # DALI missing here: not this code's failure
-        return case_row(run_id, case, device, s, None, "skipped", str(e)), None
+        return case_row(run_id, case, where, s, None, "skipped", str(e)), None
     except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
-        return case_row(run_id, case, device, s, None, "error", error_text(e)), None
+        if where.world.size > 1:
+            raise JobError(f"rank {where.world.rank}: case {case.name}: {error_text(e)}") from e
+        return case_row(run_id, case, where, s, None, "error", error_text(e)), None
 
 
 def release(case: Case, device: torch.device) -> None:
@@ -224,6 +245,10 @@ class Baseline:
     env: dict[str, Any]
     rows: dict[str, ThroughputRow]
     steps: StepTimes | None  # None: the baseline kept no raw step times
+
+
+def baseline_world(b: Baseline) -> int:
+    return next(iter(b.rows.values())).world_size
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -329,27 +354,29 @@ def gate_line(rows: list[ThroughputRow], gate: Gate, b: Baseline, limit: float) 
 
 # ---- the command ------------------------------------------------------------------------------
 
-def write_env(run_dir: Path, env: dict[str, Any], state: str) -> None:
+def write_env(run_dir: Path, env: dict[str, Any], state: str, world: World = World.single()) -> None:
     env["state"] = state
-    RunFolder(run_dir).write_env(env)
+    if world.is_main:
+        RunFolder(run_dir).write_env(env)
 
 
-def measure_all(run_dir: Path, cases: list[Case], device: torch.device, s: Settings, data: Cifar10 | None,
+def measure_all(run_dir: Path, cases: list[Case], where: Where, s: Settings, data: Cifar10 | None,
                 console: Console) -> tuple[list[ThroughputRow], StepTimes]:
     """Runs the cases in order, rewriting throughput.csv and throughput_steps.csv after each (a kill
-    keeps what finished)."""
+    keeps what finished); under torchrun every rank measures, rank 0 writes."""
     rows: list[ThroughputRow] = []
     steps: StepTimes = {}
     for i, case in enumerate(cases, 1):
         console.print(f"[{i}/{len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
                       f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
                       f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
-        row, m = run_case(run_dir.name, case, device, s, data)
-        release(case, device)
+        row, m = run_case(run_dir.name, case, where, s, data)
+        release(case, where.device)
         rows = with_ratios(rows + [row])
         steps[case.name] = step_rows(case.name, m)
-        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
-        write_rows(run_dir / "throughput_steps.csv", [r for rs in steps.values() for r in rs], StepTimeRow)
+        if where.world.is_main:
+            write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
+            write_rows(run_dir / "throughput_steps.csv", [r for rs in steps.values() for r in rs], StepTimeRow)
         console.print(f"    {_row_text(row)}")
     return rows, steps
 
@@ -363,10 +390,13 @@ def _row_text(r: ThroughputRow) -> str:
 
 def main(args: argparse.Namespace, console: Console) -> int:
     cfg = config_mod.load(args.config)
-    device = resolve_device(args.device)
+    device, world = join_world(resolve_device(args.device))
+    where = Where(device, world)
+    console = console if world.is_main else Console(quiet=True)  # rank 0 alone prints
     s = settings(cfg, args, device.type)
     defaults, line = build.device_settings(cfg, device)
     cases = plan_cases(cfg, defaults, args.case, s, args.steps)
+    check_split(cases, where)
     fp = fingerprint()
     name = device_name(fp, device)
     baseline = load_baseline(Path(args.baseline)) if args.baseline else None
@@ -374,25 +404,49 @@ def main(args: argparse.Namespace, console: Console) -> int:
         check_comparable(baseline, name, cases, console)
     out = Path(args.out)
     check_writable(out)
-    needs_data = any(c.pipeline != "synthetic" and not c.skip_reason(device) for c in cases)
+    needs_data = any(c.pipeline != "synthetic" and not c.skip_reason(device, world.size) for c in cases)
     data = load_data(cfg, args.data) if needs_data else None  # before the run folder: errors write nothing
-    run_dir = make_run_dir(out, device)
+    run_dir = Path(str(distributed.broadcast(str(make_run_dir(out, device)) if world.is_main else None)))
     env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
            "settings": asdict(s), "defaults": asdict(defaults), "cases": [asdict(c) for c in cases], "env": fp,
-           "config": resolved_dict(cfg),
+           "config": resolved_dict(cfg), "world": world_record(where),
            "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
                                                   "max_regression": args.max_regression}}
     build.prepare(device)
-    console.print(f"{line}\nrun folder: {run_dir}\n{name}: {len(cases)} cases, each {s.warmup} warm-up steps, then "
-                  f"{s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
-    write_env(run_dir, env, "running")
+    ranks = f" on {world.size} ranks (img/s: the job's, batch: global)" if world.size > 1 else ""
+    console.print(f"{line}\nrun folder: {run_dir}\n{name}{ranks}: {len(cases)} cases, each {s.warmup} warm-up "
+                  f"steps, then {s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
+    write_env(run_dir, env, "running", world)
     try:
-        rows, steps = measure_all(run_dir, cases, device, s, data, console)
+        rows, steps = measure_all(run_dir, cases, where, s, data, console)
     except KeyboardInterrupt:
-        write_env(run_dir, env, "interrupted")
+        write_env(run_dir, env, "interrupted", world)
         console.print(f"[yellow]interrupted: finished cases are in {run_dir}[/yellow]")
         return EXIT_INTERRUPTED
+    if not world.is_main:
+        return EXIT_OK
     return finish(run_dir, env, rows, steps, baseline, args, console)
+
+
+def check_split(cases: list[Case], where: Where) -> None:
+    """UsageError naming the first case whose global batch does not split evenly over the ranks."""
+    for c in cases:
+        if where.world.size > 1 and not c.skip_reason(where.device, where.world.size) \
+                and c.batch_size % where.world.size:
+            raise UsageError(f"case {c.name!r}: batch_size {c.batch_size} does not split evenly over "
+                             f"{where.world.size} ranks")
+
+
+def with_scaling(rows: list[ThroughputRow], b: Baseline) -> list[ThroughputRow]:
+    """Scaling efficiency against a baseline of another world size: per-device img/s here over per-
+    device img/s there (1.0: perfect scaling)."""
+    out = []
+    for r in rows:
+        old = b.rows[r.case] if r.case in b.rows else None
+        old_per_device = old.imgs_per_s / old.world_size if old and old.status == "ok" and old.imgs_per_s else None
+        eff = r.imgs_per_s_per_device / old_per_device if old_per_device and r.imgs_per_s_per_device else None
+        out.append(replace(r, baseline_imgs_per_s=old.imgs_per_s if old else None, scaling_efficiency=eff))
+    return out
 
 
 def gate_env(gate: Gate, test: str) -> dict[str, Any]:
@@ -406,6 +460,11 @@ def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], steps:
            baseline: Baseline | None, args: argparse.Namespace, console: Console) -> int:
     """Gate, final files, table and exit code."""
     regressed: list[str] = []
+    scaling = baseline is not None and baseline_world(baseline) != rows[0].world_size
+    if baseline and scaling:  # 1 GPU against N: an efficiency, not a regression
+        rows, baseline = with_scaling(rows, baseline), None
+        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
+        env["baseline"]["scaling"] = {r.case: r.scaling_efficiency for r in rows}
     if baseline:
         rows, gate = apply_gate(rows, baseline, args.max_regression, steps)
         regressed = gate.regressed
@@ -418,6 +477,9 @@ def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], steps:
         console.print(gate_line(rows, gate, baseline, args.max_regression))
     if errored:
         console.print(f"[red]{len(errored)} case(s) errored: {', '.join(errored)}[/red]")
+    if scaling:
+        console.print("scaling efficiency (per-device img/s against the baseline's): " + ", ".join(
+            f"{r.case} {r.scaling_efficiency:.2f}" for r in rows if r.scaling_efficiency is not None))
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "rows": [asdict(r) for r in rows],
                           "regressed": regressed, "errored": errored}))
