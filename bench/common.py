@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import socket
+import tomllib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,18 @@ def fraction_below_one(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """'max_lr=0.8' -> ('max_lr', 0.8): the value read as a TOML value (numbers, booleans, lists),
+    else as a string; what it may be is checked against bench.toml's rules by config.with_sets."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value.strip()
 
 
 # ---- flags several commands take ------------------------------------------------------------------

@@ -401,3 +401,28 @@ def resolved_dict(cfg: Config) -> dict[str, Any]:
     """The config as written plus the resolved trials: what env.json records."""
     return {"path": str(cfg.path), "sha256": cfg.sha256, "toml": json.loads(json.dumps(cfg.raw, default=str)),
             "trials": {n: {f.name: getattr(t, f.name) for f in fields(t)} for n, t in cfg.trials.items()}}
+
+
+# ---- `run --set KEY=VALUE`: one trial setting overridden for one run ------------------------------
+
+def with_sets(spec: TrialSpec, sets: list[tuple[str, Any]]) -> TrialSpec:
+    """``spec`` with each (key, value) applied: a training setting or a parameter of the trial's
+    schedule kind; an unknown key or a bad value is a ConfigError naming ``--set KEY``."""
+    if not sets:
+        return spec
+    schedule_fields = SCHEDULE_FIELDS[spec.schedule]
+    train, sched = dict(), dict(spec.schedule_args)
+    for key, value in sets:
+        spec_of = TRAIN_FIELDS.get(key) or schedule_fields.get(key)
+        if spec_of is None:
+            known = ", ".join([*TRAIN_FIELDS, *schedule_fields])
+            raise ConfigError(f"--set {key}: not a setting of trial {spec.name!r} ({spec.schedule}); known: {known}")
+        type_name, check = spec_of
+        problem = None if _TYPES[type_name](value) else f"must be of type {type_name}"
+        problem = problem or check(value)
+        if problem:
+            raise ConfigError(f"--set {key}={value!r}: {problem}")
+        (train if key in TRAIN_FIELDS else sched)[key] = value
+    new = replace(spec, schedule_args=tuple(sorted(sched.items())), **train)
+    _check_schedule(new, Path("--set"), f"trial {spec.name}", check_range=True)
+    return new

@@ -142,6 +142,8 @@ def render_run(run_dir: Path, console: Console | None) -> pd.DataFrame:
     if len(curves):
         plot_curves(curves, run_dir / "curves.png", plan_schedules(env))
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
+    if env.get("overrides"):  # `run --set`: the trials differ from bench.toml's by these
+        lines += ["Overrides (`--set`): " + ", ".join(f"`{k}={v}`" for k, v in env["overrides"].items()), ""]
     if len(summary):
         lines += ["## Time to target (medians over seeds that reached it)", "", markdown(summary), ""]
     if len(trials):

@@ -18,9 +18,11 @@ What the numbers mean (``compare_samples`` -> ``Comparison``):
   chance of seeing rank sums at least this lopsided if both sides came from one distribution. It
   assumes nothing about the noise's shape, and an outlier repeat (a neighbour's job on a shared
   GPU) moves it by one rank only. With few samples it cannot get small: the exact test's smallest
-  two-sided p is 1/3 for 2 vs 2, 0.1 for 3 vs 3, 0.029 for 4 vs 4 and 0.0022 for 6 vs 6, so below
-  4 samples per side nothing is ever significant at alpha = 0.05. When every sample on both sides
-  is the same value, p is 1.0 (no evidence of any difference).
+  two-sided p is 1/3 for 2 vs 2, 0.1 for 3 vs 3, 0.029 for 4 vs 4 and 0.0022 for 6 vs 6, so with
+  distinct values below 4 samples per side nothing is significant at alpha = 0.05. Tied values
+  make scipy switch to the normal approximation, which can go lower (3 identical values against 3
+  other identical values gave 0.047): measured floats rarely tie, coarse GPU event times can.
+  When every sample on both sides is the same value, p is 1.0 (no evidence of any difference).
 - ``slowdown``: the fraction of throughput that ``new`` lost against ``base`` (positive = slower,
   negative = faster), the same meaning in both orientations. With higher-is-better samples (img/s)
   it is ``1 - ratio``; with lower-is-better samples (seconds) it is ``1 - 1/ratio``, because

@@ -7,6 +7,7 @@ file runs in seconds. The unmodified copy is checked to be valid, so every failu
 by its mutation alone.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -297,3 +298,27 @@ def test_unknown_throughput_case(tmp_path: Path) -> None:
     assert p.returncode == 2, p.stderr
     assert_one_line(p.stderr, "--case", "nope")
     assert not out.exists()
+
+
+# ---- run --set ---------------------------------------------------------------------------------------
+
+def test_set_overrides_a_trial_and_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = write_config(tmp_path / "bench.toml"), tmp_path / "out"
+    rc, err = run_cli(capsys, "run", "--config", path, "--profile", "tiny", "--out", out,
+                      "--set", "steps=6", "--set", "max_lr=0.2", "--set", "eval_every=3")
+    assert rc == 0, err
+    (run_dir,) = out.iterdir()
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["overrides"] == {"steps": 6, "max_lr": 0.2, "eval_every": 3}
+    (trial,) = env["plan"]["trials"]
+    assert trial["steps"] == 6 and dict(trial["schedule_args"])["max_lr"] == 0.2
+    assert "`max_lr=0.2`" in (run_dir / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("flag, needle", [("nope=1", "--set nope"), ("max_lr=-1", "--set max_lr=-1"),
+                                          ("steps=1.5", "--set steps=1.5"), ("max_lr", "--set"),
+                                          ("max_lr=0.001", "max_lr")])
+def test_bad_set_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, needle: str) -> None:
+    path, out = write_config(tmp_path / "bench.toml"), tmp_path / "out"
+    assert_usage_error(capsys, out, ["run", "--config", path, "--profile", "tiny", "--out", out, "--set", flag],
+                       needle)

@@ -31,7 +31,7 @@ from bench import build, report
 from bench import config as config_mod
 from bench.checkpoints import Checkpoints, Refused, machine
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, accuracy,
-                          check_writable, world_record,
+                          check_writable, key_value, world_record,
                           choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
                           make_run_dir, positive_int, resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
@@ -281,6 +281,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pipeline", choices=("auto", "dali", "torch"), default=None)
     p.add_argument("--resume", metavar="RUN_DIR")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    p.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a trial setting for this run (repeatable), e.g. --set steps=2535 --set max_lr=0.8")
 
 
 PARENTS = (config_flags, device_flags)
@@ -297,7 +299,9 @@ def _new(args: argparse.Namespace, console: Console, where: Where) -> tuple[Path
     elif profile.device and profile.device != device.type:
         console.print(f"[yellow]profile {profile.name!r} is sized for {profile.device}; "
                       f"running on {device.type}[/yellow]")
-    trials = cfg.resolve(profile, args.trial)
+    trials = [config_mod.with_sets(t, args.set) for t in cfg.resolve(profile, args.trial)]
+    if args.set:
+        console.print("overrides: " + ", ".join(f"{k}={v!r}" for k, v in args.set))
     source = "--pipeline" if args.pipeline else f"{cfg.path}: data.pipeline"
     pipeline, notice = choose_pipeline(args.pipeline or cfg.data.pipeline, source, device)
     if notice:
@@ -359,7 +363,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
         run_dir, cfg, plan, data = resumed
     else:
         run_dir, cfg, plan, data, data_dir = _new(args, console, where)
-        extra = {"data_dir": str(data_dir)}
+        extra = {"data_dir": str(data_dir), "overrides": dict(args.set)}
     extra["world"] = world_record(where)
     console.print(f"run folder: {run_dir}" + (f" ({where.world.size} ranks)" if where.world.size > 1 else ""))
     try:
