@@ -81,8 +81,6 @@ TRAIN_FIELDS: dict[str, Field] = {
     "sync_bn": ("bool", _any),  # data parallel: SyncBatchNorm instead of per-replica BatchNorm
     "checkpoint_every": ("int", _non_negative),  # evaluations between checkpoints; 0 = none
 }
-# Training settings a config written before them may leave out, with their default.
-TRAIN_DEFAULTS: dict[str, Any] = {"sync_bn": False, "checkpoint_every": 1}
 # Schedule parameters by kind (names as in the config; mapped onto the schedule dataclasses).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     "constant": {"lr": ("float", _positive), "momentum": ("float", _unit)},
@@ -156,7 +154,9 @@ class TrialSpec:
     augment: str
     train_images: int
     eval_images: int
-    sync_bn: bool = False  # defaults: plans stored before the keys existed still load
+    # Settings newer than most config files and run folders: a config or a stored plan may leave
+    # them out and gets these defaults (TRAIN_DEFAULTS below is read off them).
+    sync_bn: bool = False
     checkpoint_every: int = 1
 
     @staticmethod
@@ -170,6 +170,9 @@ class TrialSpec:
         if cls is OneCycle:
             args["total_steps"] = self.steps
         return cls(**args)
+
+
+TRAIN_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(TrialSpec) if f.default is not MISSING}
 
 
 @dataclass(frozen=True)

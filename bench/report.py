@@ -6,6 +6,7 @@ finished run exactly as the run itself did. Range tests render in ``bench.report
 """
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -259,29 +260,44 @@ def suite_parts(suite_dir: Path) -> dict[str, Path]:
             if p.get("folder") and (suite_dir / p["folder"] / "env.json").is_file()}
 
 
-def suite_headline(suite_dir: Path) -> pd.DataFrame:
+@dataclass(frozen=True)
+class SuiteFiles:
+    """A suite folder's env.json and its parts' result files, read once for the headline and the tables."""
+
+    env: dict[str, Any]
+    parts: dict[str, Path]
+    throughput: pd.DataFrame  # the throughput part's rows (empty without one)
+    trials: pd.DataFrame  # the time-to-target part's rows (empty without one)
+
+    @staticmethod
+    def read(suite_dir: Path) -> "SuiteFiles":
+        parts = suite_parts(suite_dir)
+
+        def rows(part: str, name: str, cls: type) -> pd.DataFrame:
+            found = read_rows(parts[part] / name, cls, missing_ok=True) if part in parts else []
+            return frame(found, cls)
+        return SuiteFiles(RunFolder.open(suite_dir).env(), parts, rows("throughput", "throughput.csv", ThroughputRow),
+                          rows("run", "trials.csv", TrialRow))
+
+
+def suite_headline(s: SuiteFiles) -> pd.DataFrame:
     """One row per headline figure: device, best img/s, time-to-target per trial (median over the
     seeds that reached it, with the reach rate), compile time, the range test's suggestion."""
-    env, parts = RunFolder.open(suite_dir).env(), suite_parts(suite_dir)
-    hw = env.get("env", {})
+    hw = s.env.get("env", {})
     rows = [("device", hw.get("gpu") or f"CPU {hw.get('cpu')}", "")]
-    if "throughput" in parts:
-        tp = frame(read_rows(parts["throughput"] / "throughput.csv", ThroughputRow, missing_ok=True), ThroughputRow)
-        ok = tp[(tp.status == "ok") & tp.model.astype(bool)] if len(tp) else tp
-        if len(ok):
-            best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
-            rows.append(("best img/s", f"{best.imgs_per_s:,.0f}", f"case {best.case}, batch {best.batch_size}"))
-    if "run" in parts:
-        trials = frame(read_rows(parts["run"] / "trials.csv", TrialRow, missing_ok=True), TrialRow)
-        for name, r in (trial_summary(trials).iterrows() if len(trials) else []):
-            rows.append((f"time to {r.target_acc:.0%}: {name}", _fmt(r.time_to_target_s) + " s",
-                         f"reached {r.reached}, median {_fmt(r.steps_to_target, 0)} steps"))
-        if len(trials):
-            rows.append(("compile time (median)", _fmt(trials.compile_time_s.median()) + " s",
-                         "warm-up, off the clock"))
-    if "lr-find" in parts:
-        lf_env = read_json(parts["lr-find"] / "env.json")
-        lf_rows = read_rows(parts["lr-find"] / "lr_find.csv", LrFindRow, missing_ok=True)
+    ok = s.throughput[(s.throughput.status == "ok") & s.throughput.model.astype(bool)] if len(s.throughput) else []
+    if len(ok):
+        best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
+        rows.append(("best img/s", f"{best.imgs_per_s:,.0f}", f"case {best.case}, batch {best.batch_size}"))
+    for name, r in (trial_summary(s.trials).iterrows() if len(s.trials) else []):
+        rows.append((f"time to {r.target_acc:.0%}: {name}", _fmt(r.time_to_target_s) + " s",
+                     f"reached {r.reached}, median {_fmt(r.steps_to_target, 0)} steps"))
+    if len(s.trials):
+        rows.append(("compile time (median)", _fmt(s.trials.compile_time_s.median()) + " s",
+                     "warm-up, off the clock"))
+    if "lr-find" in s.parts:
+        lf_env = read_json(s.parts["lr-find"] / "env.json")
+        lf_rows = read_rows(s.parts["lr-find"] / "lr_find.csv", LrFindRow, missing_ok=True)
         for f in report_lr_find.suggestions(lf_rows, lf_env)[:1]:
             rows.append(("suggested max LR", f"{f.suggestion.lr:.3g}", f"{f.ramp} ramp, {f.suggestion.method}"))
     return pd.DataFrame(rows, columns=["figure", "value", "note"])
@@ -289,8 +305,8 @@ def suite_headline(suite_dir: Path) -> pd.DataFrame:
 
 def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
     """summary.md of a `bench suite` folder: the headline, then each part's own table."""
-    env, parts = RunFolder.open(suite_dir).env(), suite_parts(suite_dir)
-    head = suite_headline(suite_dir)
+    s = SuiteFiles.read(suite_dir)
+    env, parts, head = s.env, s.parts, suite_headline(s)
     title = f"{suite_dir.name}: suite{' (quick)' if env.get('quick') else ''}, state {env.get('state')}"
     if console is not None:
         table = Table(title=title)
@@ -301,13 +317,11 @@ def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
         print_wide(console, table)
     lines = [f"# {title}", "", markdown(head), ""]
     if "throughput" in parts:
-        tp = frame(read_rows(parts["throughput"] / "throughput.csv", ThroughputRow, missing_ok=True), ThroughputRow)
-        lines += [f"## Throughput (`{parts['throughput'].name}`)", "", markdown(throughput_display(tp, None)), ""]
-    if "run" in parts:
-        trials = frame(read_rows(parts["run"] / "trials.csv", TrialRow, missing_ok=True), TrialRow)
-        if len(trials):
-            lines += [f"## Time to target (`{parts['run'].name}`)", "", markdown(trial_summary(trials)), "",
-                      f"![curves]({parts['run'].name}/curves.png)", ""]
+        lines += [f"## Throughput (`{parts['throughput'].name}`)", "", markdown(throughput_display(s.throughput, None)),
+                  ""]
+    if len(s.trials):
+        lines += [f"## Time to target (`{parts['run'].name}`)", "", markdown(trial_summary(s.trials)), "",
+                  f"![curves]({parts['run'].name}/curves.png)", ""]
     if "lr-find" in parts:
         lines += [f"## LR range test: see `{parts['lr-find'].name}/summary.md`", ""]
     lines += ["## Parts", "", "```json", json.dumps(env.get("parts", {}), indent=2), "```", "",

@@ -237,7 +237,8 @@ def evaluate(forward: Callable, model: nn.Module, pipeline: Pipeline, cfg: Train
     model.train()
     distributed.sum_(loss_sum, correct, n)  # data parallel: each rank evaluated its shard
     # Sync point: one host read for the whole evaluation.
-    return loss_sum.item() / n.item(), correct.item() / n.item()
+    loss, right, count = torch.stack([loss_sum.double(), correct.double(), n.double()]).tolist()
+    return loss / count, right / count
 
 
 def _warm_up(step_fn: Callable, model: nn.Module, pipeline: Pipeline, cfg: TrainConfig,

@@ -1,9 +1,33 @@
-"""Helpers shared by the config and robustness tests: a small TOML writer (tests mutate a parsed
-bench.toml and write it back; the standard library only reads TOML) and the one-line-error check."""
+"""Helpers shared by the tests: the repo's bench.toml as a dict with fixed CPU settings, the tiny
+throughput baseline case, a small TOML writer (tests mutate a parsed bench.toml and write it back;
+the standard library only reads TOML) and the one-line-error check."""
 
 import json
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# The baseline case of the tests' tiny throughput configs: eager fp32 NCHW on one fixed batch.
+BASE_CASE = """
+[throughput.cases.base]
+batch_size = {batch}
+precision = "fp32"
+channels_last = false
+compile = "off"
+pipeline = "synthetic"
+"""
+
+
+def bench_dict(warmup_steps: int = 0, **data: Any) -> dict[str, Any]:
+    """The repo's bench.toml, parsed, with downloads off (and ``data`` keys set) and fixed CPU
+    settings: fp32 channels_last eager, so a test does not depend on whether this CPU has bf16."""
+    cfg: dict[str, Any] = tomllib.loads((REPO / "bench.toml").read_text())
+    cfg["data"].update(download=False, **data)
+    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off",
+                             "warmup_steps": warmup_steps}
+    return cfg
 
 
 def _toml_value(v: Any) -> str:

@@ -22,6 +22,7 @@ import pytest
 from bench import cli
 from bench.commands.ab import child_command, summarise, verdict_lines
 from bench.results import AbRow, AbSampleRow, read_rows, write_rows
+from helpers import BASE_CASE
 
 REPO = Path(__file__).resolve().parent.parent
 PLANT = ("        x = self.blocks(self.stem(x))\n",
@@ -35,14 +36,7 @@ cpu_steps = 4
 cpu_warmup = 1
 cpu_repeats = 1
 baseline_case = "base"
-
-[throughput.cases.base]
-batch_size = 8
-precision = "fp32"
-channels_last = false
-compile = "off"
-pipeline = "synthetic"
-"""
+""" + BASE_CASE.format(batch=8)
 
 
 # ---- pure: samples -> ab.csv rows ------------------------------------------------------------------

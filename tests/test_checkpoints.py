@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 import torch
 
 from bench.results import CurveRow, TrialRow, read_rows
-from helpers import dump_toml
+from helpers import bench_dict, dump_toml
 from test_robustness import env_of, run_dir_in, rows_of, wait_until, write_fake_cifar
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,9 +59,7 @@ def learnable(name: str, batch: dict[str, Any]) -> None:
 
 
 def write_config(path: Path, data_root: Path) -> Path:
-    cfg = tomllib.loads((REPO / "bench.toml").read_text())
-    cfg["data"].update(root=str(data_root), download=False, pipeline="torch")
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off", "warmup_steps": 1}
+    cfg = bench_dict(warmup_steps=1, root=str(data_root), pipeline="torch")
     cfg["trials"][TRIAL] = {"schedule": "onecycle", "min_lr": 0.02, "max_lr": 0.2, "steps": STEPS,
                             "eval_every": EVERY, "batch_size": 32, "eval_batch_size": 100, "train_images": 512,
                             "eval_images": 200}

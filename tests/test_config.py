@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 
 from bench import cli
 from bench import config as config_mod
-from helpers import assert_one_line, dump_toml
+from helpers import assert_one_line, bench_dict, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -32,9 +31,7 @@ Mutation = Callable[[dict[str, Any]], None]
 
 def tiny_dict() -> dict[str, Any]:
     """bench.toml plus tiny CPU trials (seconds each) and a `tiny` profile."""
-    cfg = tomllib.loads(BENCH_TOML.read_text())
-    cfg["data"].update(root="", download=False)
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off", "warmup_steps": 0}
+    cfg = bench_dict(root="")
     small = {"batch_size": 8, "eval_batch_size": 50, "train_images": 64, "eval_images": 50}
     cfg["trials"].update({
         "tiny": {"schedule": "onecycle", "steps": 4, "eval_every": 2, "min_lr": 0.01, "max_lr": 0.1, **small},

@@ -8,9 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -18,7 +16,7 @@ import torch
 from bench.build import check_split
 from bench.common import UsageError
 from bench.config import DeviceSettings, load
-from helpers import dump_toml
+from helpers import BASE_CASE, bench_dict, dump_toml
 from sc_fast.data import Cifar10
 from sc_fast.distributed import World
 from sc_fast.pipeline import PipelineSpec, make_pipeline
@@ -58,9 +56,7 @@ def test_uneven_split_is_a_usage_error_naming_the_trial() -> None:
 
 
 def write_config(path: Path, steps: int) -> Path:
-    cfg: dict[str, Any] = tomllib.loads((REPO / "bench.toml").read_text())
-    cfg["data"].update(root="", download=False)
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off", "warmup_steps": 1}
+    cfg = bench_dict(warmup_steps=1, root="")
     cfg["trials"]["tiny"] = {"schedule": "onecycle", "steps": steps, "eval_every": 4, "min_lr": 0.01,
                              "max_lr": 0.1, **SMALL}
     cfg["trials"]["tiny-multi"] = {"schedule": "multistep", "steps": steps, "eval_every": 4, "lr": 0.05,
@@ -136,14 +132,7 @@ cpu_steps = 2
 cpu_warmup = 1
 cpu_repeats = 2
 baseline_case = "base"
-
-[throughput.cases.base]
-batch_size = 8
-precision = "fp32"
-channels_last = false
-compile = "off"
-pipeline = "synthetic"
-
+""" + BASE_CASE.format(batch=8) + """
 [throughput.cases.torch-fed]
 batch_size = 8
 precision = "fp32"

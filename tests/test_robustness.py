@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 import sc_fast.train
 from bench import cli
 from bench.results import CurveRow, TrialRow, atomic_write_text, read_rows, write_rows
-from helpers import assert_one_line, dump_toml
+from helpers import assert_one_line, bench_dict, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_TOML = REPO / "bench.toml"
@@ -69,9 +68,7 @@ def write_fake_cifar(parent: Path, per_file: int = 16, test: int = 50,
 
 def write_config(path: Path, data_root: Path) -> Path:
     """bench.toml plus the tiny trials and profiles above, reading data from ``data_root``."""
-    cfg = tomllib.loads(BENCH_TOML.read_text())
-    cfg["data"].update(root=str(data_root), download=False, pipeline="torch")
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off", "warmup_steps": 0}
+    cfg = bench_dict(root=str(data_root), pipeline="torch")
     small = {"batch_size": 8, "eval_batch_size": 50, "train_images": 64, "eval_images": 50}
     for name, (steps, every) in TINY.items():
         sched = ({"schedule": "constant", "lr": 1e6} if name == "tiny-boom"

@@ -7,13 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import dump_toml
+from helpers import bench_dict, dump_toml
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = {"batch_size": 8, "eval_batch_size": 50, "train_images": 64, "eval_images": 50}
@@ -21,9 +20,7 @@ SMALL = {"batch_size": 8, "eval_batch_size": 50, "train_images": 64, "eval_image
 
 def write_config(path: Path, steps: int = 6) -> Path:
     """bench.toml with tiny CPU trials, tiny throughput cases and a suite that uses them."""
-    cfg: dict[str, Any] = tomllib.loads((REPO / "bench.toml").read_text())
-    cfg["data"].update(root="", download=False)
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off", "warmup_steps": 0}
+    cfg = bench_dict(root="")
     cfg["trials"]["tiny"] = {"schedule": "onecycle", "steps": steps, "eval_every": 2, "min_lr": 0.01,
                              "max_lr": 0.1, **SMALL}
     cfg["trials"]["tiny-clr"] = {"schedule": "clr", "steps": steps, "eval_every": 2, "min_lr": 0.01,

@@ -25,6 +25,7 @@ from bench.commands.throughput import (Baseline, Gate, Settings, apply_gate, che
                                        load_baseline, plan_cases)
 from bench.config import DeviceSettings
 from bench.results import StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from helpers import BASE_CASE
 from sc_fast import throughput as sc_throughput
 from sc_fast.hardware import probe
 from sc_fast.throughput import Measurement, measure
@@ -34,14 +35,7 @@ REPO = Path(__file__).resolve().parent.parent
 SPEC_COLUMNS = ["run_id", "case", "device", "pipeline", "precision", "channels_last", "compile", "batch_size",
                 "steps", "imgs_per_s", "step_ms_median", "step_ms_p10", "step_ms_p90", "ratio_to_baseline"]
 
-SYNTHETIC_CASES = """
-[throughput.cases.base]
-batch_size = {batch}
-precision = "fp32"
-channels_last = false
-compile = "off"
-pipeline = "synthetic"
-
+SYNTHETIC_CASES = BASE_CASE + """
 [throughput.cases.cl]
 batch_size = {batch}
 channels_last = true
@@ -333,14 +327,7 @@ def test_bad_flags_exit_2(normal: tuple[Path, Path], tmp_path: Path, capsys: pyt
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
-PIPELINE_CASES = """
-[throughput.cases.base]
-batch_size = 8
-precision = "fp32"
-channels_last = false
-compile = "off"
-pipeline = "synthetic"
-
+PIPELINE_CASES = BASE_CASE.format(batch=8) + """
 [throughput.cases.torch-fed]
 batch_size = 8
 pipeline = "torch"
