@@ -71,7 +71,8 @@ def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: f
     steps = max_steps or (trial.steps if trial else 1)
     optim = {} if trial is None else {
         "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing,
-        "checkpoint_every": trial.checkpoint_every}
+        "checkpoint_every": trial.checkpoint_every, "fine_eval_from": trial.fine_eval_from,
+        "fine_eval_every": trial.fine_eval_every}
     return TrainConfig(max_steps=steps, eval_every=eval_every or (trial.eval_every if trial else steps),
                        precision=settings.precision, compile=settings.compile if compile is None else compile,
                        warmup_steps=settings.warmup_steps if warmup_steps is None else warmup_steps,

@@ -71,6 +71,11 @@ TRAIN_FIELDS: dict[str, Field] = {
     "batch_size": ("int", _positive),
     "eval_batch_size": ("int", _positive),
     "eval_every": ("int", _positive),
+    # Near a crossing (multistep's first drop, the end of a cycle): from step fine_eval_from on,
+    # evaluate every fine_eval_every steps instead; 0 = never. Steps-to-target gets that precision
+    # without paying for dense evaluations over the whole run.
+    "fine_eval_from": ("int", _non_negative),
+    "fine_eval_every": ("int", _positive),
     "weight_decay": ("float", _non_negative),
     "nesterov": ("bool", _any),
     "label_smoothing": ("float", _unit),
@@ -158,6 +163,8 @@ class TrialSpec:
     # them out and gets these defaults (TRAIN_DEFAULTS below is read off them).
     sync_bn: bool = False
     checkpoint_every: int = 1
+    fine_eval_from: int = 0
+    fine_eval_every: int = 25
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrialSpec":

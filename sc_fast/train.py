@@ -53,6 +53,15 @@ class TrainConfig:
     target_acc: float | None = None
     stop_at_target: bool = False
     checkpoint_every: int = 1  # evaluations between on_checkpoint calls; 0 = never
+    fine_eval_from: int = 0  # from this step on, evaluate every fine_eval_every steps; 0 = never
+    fine_eval_every: int = 25
+
+
+def is_eval_step(step: int, cfg: TrainConfig) -> bool:
+    """Whether step ``step`` (1-based, counted after it ran) ends with an evaluation: every
+    ``eval_every`` steps, every ``fine_eval_every`` from ``fine_eval_from`` on, and the last step."""
+    fine = 0 < cfg.fine_eval_from <= step
+    return step >= cfg.max_steps or step % (cfg.fine_eval_every if fine else cfg.eval_every) == 0
 
 
 @dataclass(frozen=True)
@@ -314,7 +323,7 @@ def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: T
         since_eval += 1
         if on_step:
             on_step(step)
-        if step % cfg.eval_every and step < cfg.max_steps:
+        if not is_eval_step(step, cfg):
             continue
         train_time_s = prior.train_time_s + clock.stop()  # ---- clock paused (sync point) ----
         t_eval = time.perf_counter()

@@ -302,11 +302,14 @@ def test_unknown_throughput_case(tmp_path: Path) -> None:
 def test_set_overrides_a_trial_and_is_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, out = write_config(tmp_path / "bench.toml"), tmp_path / "out"
     rc, err = run_cli(capsys, "run", "--config", path, "--profile", "tiny", "--out", out,
-                      "--set", "steps=6", "--set", "max_lr=0.2", "--set", "eval_every=3")
+                      "--set", "steps=6", "--set", "max_lr=0.2", "--set", "eval_every=3",
+                      "--set", "fine_eval_from=4", "--set", "fine_eval_every=1")
     assert rc == 0, err
     (run_dir,) = out.iterdir()
     env = json.loads((run_dir / "env.json").read_text())
-    assert env["overrides"] == {"steps": 6, "max_lr": 0.2, "eval_every": 3}
+    assert env["overrides"] == {"steps": 6, "max_lr": 0.2, "eval_every": 3, "fine_eval_from": 4, "fine_eval_every": 1}
+    steps = [line.split(",")[3] for line in (run_dir / "curves.csv").read_text().splitlines()[1:]]
+    assert steps == ["3", "4", "5", "6"]  # every 3 steps, then every step from step 4
     (trial,) = env["plan"]["trials"]
     assert trial["steps"] == 6 and dict(trial["schedule_args"])["max_lr"] == 0.2
     assert "`max_lr=0.2`" in (run_dir / "summary.md").read_text()
@@ -314,6 +317,7 @@ def test_set_overrides_a_trial_and_is_recorded(tmp_path: Path, capsys: pytest.Ca
 
 @pytest.mark.parametrize("flag, needle", [("nope=1", "--set nope"), ("max_lr=-1", "--set max_lr=-1"),
                                           ("steps=1.5", "--set steps=1.5"), ("max_lr", "--set"),
+                                          ("fine_eval_every=0", "--set fine_eval_every=0"),
                                           ("max_lr=0.001", "max_lr")])
 def test_bad_set_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, needle: str) -> None:
     path, out = write_config(tmp_path / "bench.toml"), tmp_path / "out"

@@ -92,6 +92,11 @@ def test_evaluation_points_and_clocks(data: Cifar10) -> None:
     assert all(0 <= p.test_acc <= 1 and math.isfinite(p.train_loss) for p in o.curve)
 
 
+def test_fine_evaluations_from_a_step_on(data: Cifar10) -> None:
+    o = run(data, Constant(0.05), cfg(max_steps=11, eval_every=4, fine_eval_from=6, fine_eval_every=2))
+    assert [p.step for p in o.curve] == [4, 6, 8, 10, 11]  # sparse before step 6, dense after, and the last
+
+
 def test_stop_at_target_stops_at_the_first_eval_reaching_it(data: Cifar10) -> None:
     # 64 random-label test images: any classifier gets at least one right in practice; 0.01 < 1/64.
     o = run(data, Constant(0.05), cfg(max_steps=9, eval_every=3, target_acc=0.01, stop_at_target=True))
