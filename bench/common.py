@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.config import Config
-from bench.results import new_run_dir
+from bench.results import cpu_label, new_run_dir
 from sc_fast import distributed
 from sc_fast.data import Cifar10, load, locate
 from sc_fast.distributed import World
@@ -163,7 +163,7 @@ def device_name(fp: dict[str, Any], device: torch.device) -> str:
     ``device_name``; the regression gate, ``ab`` and ``history`` compare runs with equal names)."""
     if device.type == "cuda":
         return fp["gpus"][device.index or 0]["name"]
-    return f"CPU {fp['cpu']}"
+    return cpu_label(fp)  # with the ISA: one model name covers AVX2 and AVX512-BF16 parts
 
 
 def world_record(where: Where) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from rich.table import Table  # noqa: E402
 
 from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
-from bench.results import (AbRow, CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow,  # noqa: E402
+from bench.results import (AbRow, CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow, cpu_label,  # noqa: E402
                            atomic_write, atomic_write_text, columns, read_json, read_rows)
 
 
@@ -112,6 +112,31 @@ def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | No
     axes[0][2].set_yscale("log")
     axes[1][2].set_yscale("log")
     fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+
+
+def plot_accuracy(curves: dict[str, pd.DataFrame], target: float | None, path: Path, title: str) -> None:
+    """Test accuracy against steps (left) and training seconds (right), one line per label (a trial
+    of a run, one seed), for schedules run in different folders; where a line first reaches
+    ``target`` a dot marks the step, which is the number to compare."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5), squeeze=False, layout="constrained")
+    for label, c in curves.items():
+        c = c.sort_values("step")
+        hit = c[c.test_acc >= target].head(1) if target else c.iloc[:0]
+        for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True):
+            (line,) = ax.plot(c[x], c.test_acc, alpha=0.85,
+                              label=label + (f": {int(hit.step.iloc[0]):,} steps" if len(hit) else ""))
+            ax.plot(hit[x], hit.test_acc, "o", color=line.get_color())
+    for ax, xlabel in zip(axes[0], ("step", "training seconds"), strict=True):
+        if target:
+            ax.axhline(target, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("test accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="lower right")
+    fig.suptitle(title, fontsize=9)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
@@ -284,7 +309,7 @@ def suite_headline(s: SuiteFiles) -> pd.DataFrame:
     """One row per headline figure: device, best img/s, time-to-target per trial (median over the
     seeds that reached it, with the reach rate), compile time, the range test's suggestion."""
     hw = s.env.get("env", {})
-    rows = [("device", hw.get("gpu") or f"CPU {hw.get('cpu')}", "")]
+    rows = [("device", hw.get("gpu") or cpu_label(hw), "")]
     ok = s.throughput[(s.throughput.status == "ok") & s.throughput.model.astype(bool)] if len(s.throughput) else []
     if len(ok):
         best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]

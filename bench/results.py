@@ -341,3 +341,9 @@ class RunFolder:
     def set_state(self, state: str) -> None:
         assert state in STATES, state
         self.update_env(state=state)
+
+
+def cpu_label(hw: dict[str, Any]) -> str:
+    """"CPU <model> (<ISA>)" from env.json's machine block; runs from before the ISA was recorded
+    have the model alone."""
+    return f"CPU {hw.get('cpu')}" + (f" ({hw['cpu_isa']})" if hw.get("cpu_isa") else "")

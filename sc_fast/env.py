@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from sc_fast.hardware import cpu_isa
 from sc_fast.pipeline import dali_build
 
 
@@ -76,6 +77,7 @@ def fingerprint(repo: Path | None = None) -> dict[str, Any]:
         "dali": _version("nvidia-dali-cuda120") or _version("nvidia-dali-cuda130"),
         "dali_build": dali_build(),  # DALI's own CUDA build, beside torch's "cuda"
         "cpu": _cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],

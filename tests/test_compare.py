@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.results import ThroughputRow, TrialRow, atomic_write_json, write_rows
+from bench.results import CurveRow, ThroughputRow, TrialRow, atomic_write_json, write_rows
 
 
 def throughput_run(path: Path, device_name: str, rates: dict[str, float | None], batch_size: int = 512) -> Path:
@@ -83,13 +83,33 @@ def test_trial_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[s
     b = trial_run(tmp_path / "b", "NVIDIA H100", {"1cycle": [50.0, 55.0, 60.0], "clr": [None]})
     code, out, _ = compare(capsys, a, b)
     assert code == 0
-    # reach rate and median time per run; the time ratio against the first run
-    assert row_of(out, "1cycle") == ["1cycle", "2/3", "110.0", "3/3", "55.0", "0.50", ""]
-    assert row_of(out, "clr") == ["clr", "1/1", "300.0", "0/1", "-", "-", ""]
+    # reach rate, median time and steps per run; the time ratio against the first run
+    assert row_of(out, "1cycle") == ["1cycle", "2/3", "110.0", "900.0", "3/3", "55.0", "900.0", "0.50", ""]
+    assert row_of(out, "clr") == ["clr", "1/1", "300.0", "900.0", "0/1", "-", "-", "-", ""]
 
     c = trial_run(tmp_path / "c", "NVIDIA H100", {"1cycle": [30.0]}, target=0.5)
     code, out, _ = compare(capsys, a, c)
     assert code == 0 and row_of(out, "1cycle")[-1] == "target differs"
+
+
+def with_curve(run: Path, trial: str, accs: list[float]) -> Path:
+    write_rows(run / "curves.csv", [CurveRow(
+        run_id=run.name, trial=trial, seed=0, step=100 * i, epoch=i / 2, lr=0.1, momentum=0.9, train_loss=1.0,
+        test_loss=1.0, test_acc=a, train_time_s=10.0 * i, wall_time_s=11.0 * i) for i, a in enumerate(accs, 1)],
+        CurveRow)
+    return run
+
+
+def test_plot_draws_schedules_from_separate_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = with_curve(trial_run(tmp_path / "a", "CPU", {"1cycle": [100.0]}), "1cycle", [0.5, 0.86])
+    b = with_curve(trial_run(tmp_path / "b", "CPU", {"multistep": [None]}), "multistep", [0.4, 0.6, 0.7])
+    code = cli.main(["compare", str(a), str(b), "--plot", str(tmp_path / "acc.png")])
+    assert code == 0 and (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "plot:" in capsys.readouterr().out
+
+    t = throughput_run(tmp_path / "t", "GPU", {"baseline": 1000.0})
+    code, _, err = compare(capsys, t, "--plot", tmp_path / "t.png")
+    assert code == 2 and "--plot" in err and not (tmp_path / "t.png").exists()
 
 
 def test_mixed_kinds_get_a_table_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -86,7 +86,9 @@ def test_run_folder_has_spec_files_and_columns(normal: tuple[Path, Path]) -> Non
     env = json.loads((run / "env.json").read_text())
     assert env["kind"] == "throughput" and env["state"] == "complete"
     assert env["settings"] == {"steps": 3, "warmup": 1, "repeats": 3}
-    assert env["device_name"].startswith("CPU ")
+    # the model name and the ISA: one "AMD EPYC" covers AVX2 and AVX512-BF16 parts, ~10x apart in bf16
+    isa = env["env"]["cpu_isa"]
+    assert isa and env["device_name"] == f"CPU {env['env']['cpu']} ({isa})"
     assert len(env["config"]["sha256"]) == 64 and "commit" in env["env"]["git"]
 
 

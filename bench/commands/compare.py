@@ -5,7 +5,8 @@ be copied in and compared. ``run`` folders: per trial, reach rate and median tim
 run, and the time ratio against the first run (below 1: faster). ``throughput`` folders: img/s
 per case per run and the ratio against the first run (above 1: faster). Folders of both kinds
 may be mixed; each kind gets its own table and its own first run. Anything else, or a damaged
-folder, is a RunError (exit 2).
+folder, is a RunError (exit 2). ``--plot FILE`` draws the run folders' test-accuracy curves on one
+figure: schedules run in separate folders (one per session on a CPU) seen together.
 """
 
 import argparse
@@ -17,9 +18,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import EXIT_OK
-from bench.report import frame, print_wide, suite_parts, trial_summary
-from bench.results import RunError, RunFolder, ThroughputRow, TrialRow, read_rows
+from bench.common import EXIT_OK, UsageError, check_writable
+from bench.report import frame, plot_accuracy, print_wide, suite_parts, trial_summary
+from bench.results import CurveRow, RunError, RunFolder, ThroughputRow, TrialRow, cpu_label, read_rows
 
 HELP = "put runs from different GPUs or commits side by side"
 PARENTS = ()
@@ -41,11 +42,13 @@ def device_of(env: dict[str, Any]) -> str:
     if env.get("device_name"):
         return env["device_name"]
     hw, device = env.get("env", {}), env.get("plan", {}).get("device", "")
-    return hw.get("gpu") if device.startswith("cuda") and hw.get("gpu") else f"CPU {hw.get('cpu')}"
+    return hw.get("gpu") if device.startswith("cuda") and hw.get("gpu") else cpu_label(hw)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--plot", metavar="FILE", type=Path,
+                   help="also draw test accuracy against steps and training seconds for the run folders")
 
 
 def load_run(path: Path, label: str) -> Run:
@@ -80,11 +83,11 @@ def _settings(r: Run) -> str:
 # ---- the joins ----------------------------------------------------------------------------------
 
 def trials_side_by_side(runs: list[Run]) -> pd.DataFrame:
-    """Index trial; per run: reached (k/n), median time-to-target, time ratio vs the first run."""
-    parts = []
+    """Index trial; per run: reached (k/n), median time and steps to target, time ratio vs the first run."""
+    parts, cols = [], ["reached", "time_to_target_s", "steps_to_target"]
     for r in runs:
-        s = trial_summary(r.rows) if len(r.rows) else pd.DataFrame(columns=["reached", "time_to_target_s"])
-        parts.append(s[["reached", "time_to_target_s"]].add_suffix(f" {r.label}"))
+        s = trial_summary(r.rows) if len(r.rows) else pd.DataFrame(columns=cols)
+        parts.append(s[cols].add_suffix(f" {r.label}"))
     wide = pd.concat(parts, axis=1, join="outer")  # a trial missing from a run: NaN there
     first = wide[f"time_to_target_s {runs[0].label}"].astype(float)
     for r in runs[1:]:
@@ -128,7 +131,8 @@ def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
     t.add_column(key)
     ratios = [" vs " in c or "/" in c for c in wide.columns]
     for col in wide.columns:
-        t.add_column(col.replace("time_to_target_s", "median s").replace("imgs_per_s", "img/s"), justify="right")
+        name = col.replace("time_to_target_s", "median s").replace("steps_to_target", "steps")
+        t.add_column(name.replace("imgs_per_s", "img/s"), justify="right")
     for name, row in wide.iterrows():
         t.add_row(str(name), *(_cell(v, r) for v, r in zip(row, ratios, strict=True)))
     return t
@@ -142,14 +146,39 @@ def expand(path: Path) -> list[Path]:
     return [parts[p] for p in ("run", "throughput") if p in parts]
 
 
+def accuracy_curves(runs: list[Run]) -> dict[str, pd.DataFrame]:
+    """"trial seed N (#k)" -> that seed's evaluation points, from each run's curves.csv."""
+    out = {}
+    for r in runs:
+        curves = frame(read_rows(r.path / "curves.csv", CurveRow, missing_ok=True), CurveRow)
+        for (trial, seed), c in curves.groupby(["trial", "seed"], sort=False):
+            out[f"{trial} seed {seed} ({r.label})"] = c
+    return out
+
+
+def plot_runs(runs: list[Run], path: Path) -> None:
+    targets = {float(t) for r in runs for t in r.rows.target_acc}
+    target = targets.pop() if len(targets) == 1 else None  # no common target: no line, no dots
+    devices = ", ".join(dict.fromkeys(device_of(r.env) for r in runs))
+    plot_accuracy(accuracy_curves(runs), target, path, f"test accuracy; {devices}")
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
+    if args.plot:
+        check_writable(args.plot.parent)
     paths = [p for d in args.run_dirs for p in expand(Path(d))]
     runs = [load_run(p, f"#{i}") for i, p in enumerate(paths, 1)]  # all checked first
-    print_wide(console, legend(runs))
     trials = [r for r in runs if r.kind == "run"]
+    if args.plot and not trials:
+        raise UsageError("--plot draws test accuracy: give it `run` or `suite` folders")
+    print_wide(console, legend(runs))
     if trials:
         print_wide(console, table_of(trials_side_by_side(trials), "time to target: reached seeds and median "
-                                     f"seconds; a time ratio below 1 is faster than {trials[0].label}", "trial"))
+                                     f"seconds and steps; a time ratio below 1 is faster than {trials[0].label}",
+                                     "trial"))
+        if args.plot:
+            plot_runs(trials, args.plot)
+            console.print(f"plot: {args.plot}")
     tps = [r for r in runs if r.kind == "throughput"]
     if tps:
         print_wide(console, table_of(throughput_side_by_side(tps), "throughput: median img/s; a ratio "
