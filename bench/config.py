@@ -92,7 +92,8 @@ SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
     "clr": {"min_lr": ("float", _positive), "max_lr": ("float", _positive),
             "stepsize": ("int", _positive), "momentum": ("float", _unit)},
     "multistep": {"lr": ("float", _positive), "milestones": ("list[int]", _any),
-                  "gamma": ("float", _positive), "momentum": ("float", _unit)},
+                  "gamma": ("float", _positive), "momentum": ("float", _unit),
+                  "warmup": ("int", _non_negative)},  # steps of linear warm-up to lr; 0 = none
     "onecycle": {"min_lr": ("float", _positive), "max_lr": ("float", _positive),
                  "cycle_frac": ("float", _fraction), "final_lr": ("float", _positive),
                  "max_momentum": ("float", _unit), "min_momentum": ("float", _unit)},

@@ -60,6 +60,12 @@ def test_multistep_gamma_powers() -> None:
     assert [s.lr(i) for i in (9, 10, 19, 20, 29, 30)] == [1.0, 0.5, 0.5, 0.25, 0.25, 0.125]
 
 
+def test_multistep_warmup_rises_linearly_to_the_lr() -> None:
+    s = MultiStep(0.2, (10, 20), warmup=4)
+    assert [s.lr(i) for i in range(6)] == approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])  # never 0
+    assert s.lr(10) == approx(0.02) and MultiStep(0.2, (10,)).lr(0) == 0.2  # default: no warm-up
+
+
 # ---- 1cycle --------------------------------------------------------------------------------------
 
 # total 100, cycle_frac 0.8: half-cycle h = 40 steps, the cycle ends at step 80, annihilation 80..99.
@@ -176,6 +182,8 @@ BAD: list[tuple[Callable[[], object], str]] = [
     (lambda: MultiStep(0.1, (10, 10)), "milestones"),
     (lambda: MultiStep(0.1, (0, 10)), "milestones"),
     (lambda: MultiStep(0.1, (10,), gamma=-0.1), "gamma"),
+    (lambda: MultiStep(0.1, (10,), warmup=11), "warmup"),
+    (lambda: MultiStep(0.1, (10,), warmup=-1), "warmup"),
     (lambda: OneCycle(0.1, 0.05, 100), "max_lr"),
     (lambda: OneCycle(0.1, 1.0, 0), "total_steps"),
     (lambda: OneCycle(0.1, 1.0, 100, cycle_frac=0.0), "cycle_frac"),
