@@ -71,8 +71,8 @@ TRAIN_FIELDS: dict[str, Field] = {
     "batch_size": ("int", _positive),
     "eval_batch_size": ("int", _positive),
     "eval_every": ("int", _positive),
-    # Near a crossing (multistep's first drop, the end of a cycle): from step fine_eval_from on,
-    # evaluate every fine_eval_every steps instead; 0 = never. Steps-to-target gets that precision
+    # Near a crossing (multistep's first drop, the end of a cycle): at step fine_eval_from and every
+    # fine_eval_every steps after it, instead of every eval_every; 0 = never. Steps-to-target gets that precision
     # without paying for dense evaluations over the whole run.
     "fine_eval_from": ("int", _non_negative),
     "fine_eval_every": ("int", _positive),

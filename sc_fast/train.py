@@ -59,9 +59,11 @@ class TrainConfig:
 
 def is_eval_step(step: int, cfg: TrainConfig) -> bool:
     """Whether step ``step`` (1-based, counted after it ran) ends with an evaluation: every
-    ``eval_every`` steps, every ``fine_eval_every`` from ``fine_eval_from`` on, and the last step."""
-    fine = 0 < cfg.fine_eval_from <= step
-    return step >= cfg.max_steps or step % (cfg.fine_eval_every if fine else cfg.eval_every) == 0
+    ``eval_every`` steps; from ``fine_eval_from`` on, that step and every ``fine_eval_every`` after
+    it instead; and the last step."""
+    if 0 < cfg.fine_eval_from <= step:
+        return step >= cfg.max_steps or (step - cfg.fine_eval_from) % cfg.fine_eval_every == 0
+    return step >= cfg.max_steps or step % cfg.eval_every == 0
 
 
 @dataclass(frozen=True)

@@ -93,8 +93,8 @@ def test_evaluation_points_and_clocks(data: Cifar10) -> None:
 
 
 def test_fine_evaluations_from_a_step_on(data: Cifar10) -> None:
-    o = run(data, Constant(0.05), cfg(max_steps=11, eval_every=4, fine_eval_from=6, fine_eval_every=2))
-    assert [p.step for p in o.curve] == [4, 6, 8, 10, 11]  # sparse before step 6, dense after, and the last
+    o = run(data, Constant(0.05), cfg(max_steps=11, eval_every=4, fine_eval_from=5, fine_eval_every=2))
+    assert [p.step for p in o.curve] == [4, 5, 7, 9, 11]  # sparse before step 5, then it and every 2nd after
 
 
 def test_stop_at_target_stops_at_the_first_eval_reaching_it(data: Cifar10) -> None:
