@@ -315,6 +315,17 @@ def test_set_overrides_a_trial_and_is_recorded(tmp_path: Path, capsys: pytest.Ca
     assert "`max_lr=0.2`" in (run_dir / "summary.md").read_text()
 
 
+def test_seed_runs_the_seeds_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = write_config(tmp_path / "bench.toml"), tmp_path / "out"
+    rc, err = run_cli(capsys, "run", "--config", path, "--profile", "tiny", "--out", out, "--seed", "3")
+    assert rc == 0, err
+    (run_dir,) = out.iterdir()
+    assert json.loads((run_dir / "env.json").read_text())["plan"]["seeds"] == [3]
+    assert [line.split(",")[2] for line in (run_dir / "curves.csv").read_text().splitlines()[1:]] == ["3"] * 2
+    assert_usage_error(capsys, tmp_path / "out2", ["run", "--config", path, "--profile", "tiny", "--out",
+                                                   tmp_path / "out2", "--seed", "1", "--seeds", "2"], "--seed")
+
+
 @pytest.mark.parametrize("flag, needle", [("nope=1", "--set nope"), ("max_lr=-1", "--set max_lr=-1"),
                                           ("steps=1.5", "--set steps=1.5"), ("max_lr", "--set"),
                                           ("fine_eval_every=0", "--set fine_eval_every=0"),

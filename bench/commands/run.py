@@ -33,7 +33,7 @@ from bench.checkpoints import Checkpoints, Refused, machine
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, accuracy,
                           check_writable, key_value, world_record,
                           choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
-                          make_run_dir, positive_int, resolve_device)
+                          make_run_dir, non_negative_int, positive_int, resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
 from bench.results import CurveRow, RunError, RunFolder, TrialRow, read_rows, write_rows
 from sc_fast import distributed
@@ -276,7 +276,10 @@ def _status_text(row: TrialRow) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="auto")
     p.add_argument("--trial", action="append", help="run only this trial (repeatable)")
-    p.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1)")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=positive_int, help="number of seeds (0..N-1)")
+    seeds.add_argument("--seed", type=non_negative_int, action="append",
+                       help="run this seed (repeatable), e.g. one more seed of a setting already run")
     p.add_argument("--target", type=accuracy, help="target test accuracy, in (0, 1]")
     p.add_argument("--pipeline", choices=("auto", "dali", "torch"), default=None)
     p.add_argument("--resume", metavar="RUN_DIR")
@@ -309,7 +312,8 @@ def _new(args: argparse.Namespace, console: Console, where: Where) -> tuple[Path
     settings, line = build.device_settings(cfg, device)
     console.print(line)
     build.check_split(trials, where.world, settings)
-    plan = Plan(profile=profile.name, trials=tuple(trials), seeds=tuple(range(args.seeds or profile.seeds)),
+    seeds = tuple(dict.fromkeys(args.seed or range(args.seeds or profile.seeds)))
+    plan = Plan(profile=profile.name, trials=tuple(trials), seeds=seeds,
                 target=profile.target if args.target is None else args.target,
                 stop_at_target=profile.stop_at_target, device=str(device), pipeline=pipeline, settings=settings,
                 world_size=where.world.size)
