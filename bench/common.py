@@ -173,15 +173,16 @@ def world_record(where: Where) -> dict[str, Any]:
     return {"world_size": w.size, "nodes": w.nodes, "backend": w.backend, "ranks": ranks}
 
 
-def check_writable(out: Path) -> None:
-    """UsageError unless a run folder can be made under ``out``; creates nothing."""
+def check_writable(out: Path, flag: str = "--out") -> None:
+    """UsageError naming ``flag`` unless folder ``out`` can be made (or exists) and written in;
+    creates nothing. The command makes the missing folders when it writes."""
     probe = out.absolute()
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"--out {out}: not writable ({probe} is not a folder)")
+        raise UsageError(f"{flag} {out}: not writable ({probe} is not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: not writable (no write permission in {probe})")
+        raise UsageError(f"{flag} {out}: not writable (no write permission in {probe})")
 
 
 def make_run_dir(out: Path, device: torch.device) -> Path:

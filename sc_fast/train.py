@@ -53,7 +53,7 @@ class TrainConfig:
     target_acc: float | None = None
     stop_at_target: bool = False
     checkpoint_every: int = 1  # evaluations between on_checkpoint calls; 0 = never
-    fine_eval_from: int = 0  # from this step on, evaluate every fine_eval_every steps; 0 = never
+    fine_eval_from: int = 0  # evaluate at this step and every fine_eval_every after it; 0 = never
     fine_eval_every: int = 25
 
 
@@ -61,9 +61,11 @@ def is_eval_step(step: int, cfg: TrainConfig) -> bool:
     """Whether step ``step`` (1-based, counted after it ran) ends with an evaluation: every
     ``eval_every`` steps; from ``fine_eval_from`` on, that step and every ``fine_eval_every`` after
     it instead; and the last step."""
+    if step >= cfg.max_steps:
+        return True
     if 0 < cfg.fine_eval_from <= step:
-        return step >= cfg.max_steps or (step - cfg.fine_eval_from) % cfg.fine_eval_every == 0
-    return step >= cfg.max_steps or step % cfg.eval_every == 0
+        return (step - cfg.fine_eval_from) % cfg.fine_eval_every == 0
+    return step % cfg.eval_every == 0
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,14 @@ def test_plot_draws_schedules_from_separate_runs(tmp_path: Path, capsys: pytest.
     assert code == 0 and (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
     assert "plot:" in capsys.readouterr().out
 
+    # a missing folder is made; a "folder" that is a file is a usage error before anything is printed
+    assert cli.main(["compare", str(a), "--plot", str(tmp_path / "new" / "acc.png")]) == 0
+    assert (tmp_path / "new" / "acc.png").read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    (tmp_path / "file").write_text("not a folder")
+    code, out, err = compare(capsys, a, "--plot", tmp_path / "file" / "acc.png")
+    assert code == 2 and "--plot folder" in err and out == ""
+
     t = throughput_run(tmp_path / "t", "GPU", {"baseline": 1000.0})
     code, _, err = compare(capsys, t, "--plot", tmp_path / "t.png")
     assert code == 2 and "--plot" in err and not (tmp_path / "t.png").exists()

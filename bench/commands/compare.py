@@ -165,7 +165,7 @@ def plot_runs(runs: list[Run], path: Path) -> None:
 
 def main(args: argparse.Namespace, console: Console) -> int:
     if args.plot:
-        check_writable(args.plot.parent)
+        check_writable(args.plot.parent, "--plot folder")
     paths = [p for d in args.run_dirs for p in expand(Path(d))]
     runs = [load_run(p, f"#{i}") for i, p in enumerate(paths, 1)]  # all checked first
     trials = [r for r in runs if r.kind == "run"]
@@ -177,6 +177,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
                                      f"seconds and steps; a time ratio below 1 is faster than {trials[0].label}",
                                      "trial"))
         if args.plot:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
             plot_runs(trials, args.plot)
             console.print(f"plot: {args.plot}")
     tps = [r for r in runs if r.kind == "throughput"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.common import EXIT_OK, UsageError
+from bench.common import EXIT_OK, UsageError, check_writable
 from bench.report import print_wide
 from bench.report_history import HistoryPoint, history_table, plot_history
 from bench.results import RunError, StepTimeRow, ThroughputRow, read_json, read_rows, step_times
@@ -184,6 +184,8 @@ def history_points(runs: list[Run], dates: dict[str, datetime], cases: list[str]
 # ---- the command ----------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace, console: Console) -> int:
+    if args.plot:
+        check_writable(Path(args.plot).parent, "--plot folder")
     root = Path(args.results_dir)
     runs = find_runs(root, console)
     device = pick_device(runs, args.device)
@@ -200,6 +202,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     if not any(len(p.samples) > 1 for p in points):
         console.print("note: no run kept raw step times: bands are p10-p90 step times, no change can be tested")
     if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot_history(points, title, Path(args.plot))
         console.print(f"plot: {args.plot}")
     return EXIT_OK
