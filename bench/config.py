@@ -133,6 +133,7 @@ SUITE_FIELDS: dict[str, Field] = {
     "cuda_profile": ("str", _any), "cpu_profile": ("str", _any),
     "quick_seeds": ("int", _positive), "quick_repeats": ("int", _positive),
     "quick_lr_find_steps": ("int", _positive),
+    "cuda_trace": ("int", _non_negative), "cpu_trace": ("int", _non_negative),
 }
 CASE_FIELDS: dict[str, Field] = {
     "description": ("str", _any), "batch_size": ("int", _positive),

@@ -21,8 +21,9 @@ from rich.table import Table  # noqa: E402
 
 from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
-from bench.results import (AbRow, CurveRow, LrFindRow, RunError, RunFolder, ThroughputRow, TrialRow, cpu_label,  # noqa: E402
-                           atomic_write, atomic_write_text, columns, read_json, read_rows)
+from bench.results import (AbRow, CurveRow, LrFindRow, ProfileOpRow, ProfileRow, RunError, RunFolder,  # noqa: E402
+                           ThroughputRow, TrialRow, atomic_write, atomic_write_text, columns, cpu_label, read_json,
+                           read_rows)
 
 
 def frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -271,9 +272,54 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
         test = base.get("test", "medians only")
         lines += [f"Compared with baseline run `{base.get('run_id')}`; a case slower by more than "
                   f"{limit:.0%} is a regression (test: {test}).", ""]
-    lines += [markdown(shown), "", *notes, "", "## Environment", "", "```json", _env_text(env), "```", ""]
+    lines += [markdown(shown), "", *notes, "", *profile_lines(run_dir),
+              "## Environment", "", "```json", _env_text(env), "```", ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
     return df
+
+
+# ---- step profiles (`bench throughput --trace`) -------------------------------------------------
+
+def profile_text(p: ProfileRow, top: list[ProfileOpRow], n: int = 3) -> str:
+    """One console line: the clocks, the kernel count and the first ``n`` entries of the top list."""
+    if p.error:
+        return f"[yellow]profile failed: {p.error}[/yellow]"
+    text = f"profile: step {p.step_ms:,.1f} ms, host issues it in {p.issue_ms:,.1f} ms"
+    if p.kernel_ms is not None:
+        text += (f", kernels {p.kernel_ms:,.1f} ms ({p.device_busy:.0%} of the step), "
+                 f"{p.kernels_per_step:,.0f} kernels/step")
+    if top:
+        text += f"; top {top[0].kind}s: " + ", ".join(f"{o.name[:48]} {o.share:.0%}" for o in top[:n])
+    return text + (f"; trace {p.trace}" if p.trace else "")
+
+
+def profile_lines(run_dir: Path, n: int = 10) -> list[str]:
+    """summary.md's step-profile section: the clocks of every profiled case, then each case's
+    top ``n`` entries; nothing for a run without --trace."""
+    if not (run_dir / "profile.csv").exists():
+        return []
+    p = frame(read_rows(run_dir / "profile.csv", ProfileRow), ProfileRow)
+    ops = frame(read_rows(run_dir / "profile_ops.csv", ProfileOpRow, missing_ok=True), ProfileOpRow)
+    shown = pd.DataFrame({"case": p.case, "steps": p.steps.astype(str), "step ms": p.step_ms.map(_fmt),
+                          "issue ms": p.issue_ms.map(_fmt), "kernel ms": p.kernel_ms.map(_fmt),
+                          "kernels/step": p.kernels_per_step.map(lambda v: _fmt(v, 0)),
+                          "device busy": p.device_busy.map(_pct), "trace": p.trace})
+    if p.error.astype(bool).any():
+        shown["error"] = p.error
+    lines = ["## Step profile (`--trace`)", "",
+             "Per step: wall time (synchronized), host time to issue it (no sync), summed kernel time and "
+             "kernel count (CUDA), device busy = kernel / step time. The first two with the profiler off, "
+             "the others from as many steps under it.", "", markdown(shown), ""]
+    for case, top in ops.groupby("case", sort=False):
+        top = top.head(n)
+        lines += [f"Top {len(top)} of `{case}` by self time per step:", "", markdown(pd.DataFrame({
+            "kind": top.kind, "name": top.name, "calls/step": top.calls_per_step.map(lambda v: _fmt(v, 0)),
+            "ms/step": top.ms_per_step.map(lambda v: _fmt(v, 3)), "share": top.share.map(_pct)})), ""]
+    return lines
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None or pd.isna(v) else f"{v:.0%}"
 
 
 # ---- suite folders: one headline over the parts ------------------------------------------------------

@@ -139,6 +139,35 @@ class StepTimeRow:
 
 
 @dataclass(frozen=True)
+class ProfileRow:
+    """One throughput case profiled with ``--trace`` (profile.csv): sc_fast.profile's clocks.
+    kernel_ms, kernels_per_step and device_busy only where the device recorded kernels (CUDA)."""
+
+    case: str
+    steps: int  # profiled steps (the clocks ran over as many unprofiled ones first)
+    step_ms: float | None  # wall per step, device-synchronized, profiler off
+    issue_ms: float | None  # host time to queue one step, no sync, profiler off
+    kernel_ms: float | None  # summed kernel time per step
+    kernels_per_step: float | None
+    device_busy: float | None  # kernel_ms / step_ms
+    trace: str  # the Chrome/Perfetto trace beside this file ("" on ranks but 0)
+    error: str  # why profiling failed (the case's timing stands); numbers empty then
+
+
+@dataclass(frozen=True)
+class ProfileOpRow:
+    """One of a profiled case's top kernels (or host operators without a GPU), profile_ops.csv."""
+
+    case: str
+    rank: int  # 1 = the most time
+    kind: str  # kernel | host op
+    name: str
+    calls_per_step: float
+    ms_per_step: float  # self time per step
+    share: float  # of the case's kernel (or host operator) time
+
+
+@dataclass(frozen=True)
 class AbRow:
     """One case of ``bench ab`` (ab.csv): median img/s over rounds per side, ratio = tree / rev
     with its bootstrap interval, the Mann-Whitney p-value and bench.stats' verdict. Numbers are

@@ -26,7 +26,7 @@ def write_config(path: Path, steps: int = 6) -> Path:
     cfg["trials"]["tiny-clr"] = {"schedule": "clr", "steps": steps, "eval_every": 2, "min_lr": 0.01,
                                  "max_lr": 0.1, "stepsize": 3, **SMALL}
     cfg["profiles"]["tiny"] = {"trials": ["tiny", "tiny-clr"], "seeds": 2, "target": 0.1, "stop_at_target": False}
-    cfg["suite"].update(cpu_profile="tiny", quick_lr_find_steps=10)
+    cfg["suite"].update(cpu_profile="tiny", quick_lr_find_steps=10, cpu_trace=1)
     cfg["lr_find"].update(trial="tiny", eval_images=50)
     cfg["throughput"].update(cpu_steps=2, cpu_warmup=1, cpu_repeats=2,
                              default_cases=["default", "torch-fed", "loader-torch"])
@@ -63,6 +63,9 @@ def test_quick_suite_end_to_end(tmp_path: Path) -> None:
     assert kinds == {"throughput", "run", "lr_find"}
     run = env_of(suite / env["parts"]["run"]["folder"])
     assert run["plan"]["seeds"] == [0]  # --quick: one seed
+    throughput = suite / env["parts"]["throughput"]["folder"]  # [suite].cpu_trace = 1: profiled
+    assert env["parts"]["throughput"]["argv"][-2:] == ["--trace", "1"]
+    assert (throughput / "profile.csv").read_text().count("\n") == 1 + 4  # base + the 3 default cases
     summary = (suite / "summary.md").read_text()
     for figure in ("| device |", "| best img/s |", "time to 10%: tiny |", "time to 10%: tiny-clr |",
                    "compile time", "suggested max LR", "## Throughput", "## Time to target"):

@@ -79,13 +79,14 @@ def normal(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_run_folder_has_spec_files_and_columns(normal: tuple[Path, Path]) -> None:
     _, run = normal
     assert {"env.json", "throughput.csv", "throughput_steps.csv", "summary.md"} <= {p.name for p in run.iterdir()}
+    assert not list(run.glob("profile*")) and not list(run.glob("trace_*"))  # only --trace profiles
     with open(run / "throughput.csv", newline="") as f:
         header = next(csv.reader(f))
     assert set(SPEC_COLUMNS) <= set(header)
     assert header[:len(SPEC_COLUMNS)] == SPEC_COLUMNS
     env = json.loads((run / "env.json").read_text())
     assert env["kind"] == "throughput" and env["state"] == "complete"
-    assert env["settings"] == {"steps": 3, "warmup": 1, "repeats": 3}
+    assert env["settings"] == {"steps": 3, "warmup": 1, "repeats": 3, "trace": 0}
     # the model name and the ISA: one "AMD EPYC" covers AVX2 and AVX512-BF16 parts, ~10x apart in bf16
     isa = env["env"]["cpu_isa"]
     assert isa and env["device_name"] == f"CPU {env['env']['cpu']} ({isa})"

@@ -4,7 +4,8 @@ with one summary. This is the command that turns an hour on someone's GPU into a
 Three parts, in order, each a normal run folder of its kind inside the suite folder, made by the
 command itself (its arguments parsed exactly as on the command line):
 
-1. ``throughput``: the whole case matrix (every compile mode and pipeline that fits the device);
+1. ``throughput``: the whole case matrix (every compile mode and pipeline that fits the device),
+   each case profiled after its timing (``--trace``) for ``[suite].<device>_trace`` steps;
 2. ``run``: the time-to-target profile, ``[suite].cuda_profile`` on a GPU (``full``) or
    ``[suite].cpu_profile`` without one (``cpu``);
 3. ``lr-find``: the LR range test.
@@ -48,7 +49,9 @@ def part_argv(name: str, cfg: config_mod.Config, device_type: str, quick: bool) 
     """The part's command line, less --config/--device/--data/--out (added by the caller)."""
     s = cfg.suite
     if name == "throughput":
-        return ["--repeats", str(s.get("quick_repeats", 2))] if quick else []
+        trace = s.get(f"{device_type}_trace", 0)
+        repeats = ["--repeats", str(s.get("quick_repeats", 2))] if quick else []
+        return repeats + (["--trace", str(trace)] if trace else [])
     if name == "run":
         profile = s.get(f"{device_type}_profile", cfg.auto[device_type])
         return ["--profile", profile] + (["--seeds", str(s.get("quick_seeds", 1))] if quick else [])

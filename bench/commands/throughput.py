@@ -45,13 +45,15 @@ from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, Usag
                           config_flags, device_flags, device_name, error_text, fraction_below_one, join_world,
                           load_data, make_run_dir, non_negative_int, positive_int, resolve_device, world_record)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
-from bench.results import RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from bench.results import (ProfileOpRow, ProfileRow, RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows,
+                           step_times, write_rows)
 from bench.stats import NO_CHANGE, REGRESSION, Comparison, compare_samples, verdict
 from sc_fast import distributed
 from sc_fast.data import Cifar10
 from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
+from sc_fast.profile import profile_steps
 from sc_fast.throughput import Measurement, Work, measure, reset_peak_memory, synthetic_batch, training_step
 from sc_fast.train import batch_stream
 
@@ -67,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="RUN_DIR", help="an earlier throughput run to compare with")
     p.add_argument("--max-regression", type=fraction_below_one, default=0.05, metavar="FRAC",
                    help="exit 1 when a case is slower than the baseline by more than this fraction")
+    p.add_argument("--trace", nargs="?", const=5, default=0, type=positive_int, metavar="STEPS",
+                   help="after each case's timing, profile STEPS more steps (default 5): host vs kernel time "
+                        "per step, kernel count, top kernels (profile.csv, profile_ops.csv) and a "
+                        "Chrome/Perfetto trace per case (trace_<case>.json.gz)")
     p.add_argument("--json", action="store_true")
 
 
@@ -96,6 +102,7 @@ class Settings:
     steps: int
     warmup: int
     repeats: int
+    trace: int = 0  # steps to profile after each case's timing; 0 = no profile
 
 
 # ---- the case matrix --------------------------------------------------------------------------
@@ -141,7 +148,7 @@ def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Setting
     pick = (lambda k, d: tp.get(f"cpu_{k}", tp.get(k, d))) if device_type == "cpu" else (lambda k, d: tp.get(k, d))
     return Settings(steps=args.steps or pick("steps", 20),
                     warmup=pick("warmup", 5) if args.warmup is None else args.warmup,
-                    repeats=args.repeats or pick("repeats", 3))
+                    repeats=args.repeats or pick("repeats", 3), trace=args.trace)
 
 
 # ---- one case ----------------------------------------------------------------------------------
@@ -197,25 +204,51 @@ def job_measurement(m: Measurement, world: World) -> Measurement:
     return replace(m, repeat_s=tuple(distributed.max_(r) for r in m.repeat_s))
 
 
-def run_case(run_id: str, case: Case, where: Where, s: Settings,
-             data: Cifar10 | None) -> tuple[ThroughputRow, Measurement | None]:
-    """Measures one case; any failure inside it becomes the row's status, never the run's end
-    (under torchrun it ends the job: the ranks' collectives are out of step)."""
+Measured = tuple[ThroughputRow, Measurement | None, ProfileRow | None, list[ProfileOpRow]]
+
+
+def run_case(run_id: str, case: Case, where: Where, s: Settings, data: Cifar10 | None,
+             trace_dir: Path | None = None) -> Measured:
+    """Measures one case, then profiles it when ``s.trace`` asks (traces written into
+    ``trace_dir``, rank 0's only). Any failure inside it becomes the row's status, never the run's
+    end (under torchrun it ends the job: the ranks' collectives are out of step)."""
     device = where.device
     skip = case.skip_reason(device, where.world.size)
     if skip:
-        return case_row(run_id, case, where, s, None, "skipped", skip), None
+        return case_row(run_id, case, where, s, None, "skipped", skip), None, None, []
     try:
         reset_peak_memory(device)  # before the model and pipeline exist: their memory counts
-        m = measure(build_work(case, where, data), case.batch_size, case.steps, s.warmup, s.repeats, device)
+        work = build_work(case, where, data)
+        m = measure(work, case.batch_size, case.steps, s.warmup, s.repeats, device)
         m = job_measurement(m, where.world)
-        return case_row(run_id, case, where, s, m, "ok"), m
+        row = case_row(run_id, case, where, s, m, "ok")
     except PipelineUnavailable as e:  # DALI missing here: not this code's failure
-        return case_row(run_id, case, where, s, None, "skipped", str(e)), None
+        return case_row(run_id, case, where, s, None, "skipped", str(e)), None, None, []
     except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
         if where.world.size > 1:
             raise JobError(f"rank {where.world.rank}: case {case.name}: {error_text(e)}") from e
-        return case_row(run_id, case, where, s, None, "error", error_text(e)), None
+        return case_row(run_id, case, where, s, None, "error", error_text(e)), None, None, []
+    if not s.trace:
+        return row, m, None, []
+    return (row, m, *profile_case(work, case, where, s.trace, trace_dir))
+
+
+def profile_case(work: Work, case: Case, where: Where, steps: int,
+                 trace_dir: Path | None) -> tuple[ProfileRow, list[ProfileOpRow]]:
+    """sc_fast.profile on the measured (warmed-up) step. A profiler failure (no CUPTI, ...) is the
+    profile row's error; the case's timing stands."""
+    trace = trace_dir / f"trace_{case.name}.json.gz" if trace_dir and where.world.is_main else None
+    try:
+        p = profile_steps(work, steps, where.device, trace)
+    except Exception as e:  # noqa: BLE001  the measurement above is still good
+        if where.world.size > 1:
+            raise JobError(f"rank {where.world.rank}: case {case.name}: profiling: {error_text(e)}") from e
+        return ProfileRow(case.name, steps, None, None, None, None, None, "", error_text(e)), []
+    row = ProfileRow(case.name, p.steps, p.step_ms, p.issue_ms, p.kernel_ms, p.kernels_per_step, p.device_busy,
+                     trace.name if trace else "", "")
+    ops = [ProfileOpRow(case.name, i, t.kind, t.name, t.calls_per_step, t.ms_per_step, t.share)
+           for i, t in enumerate(p.top, 1)]
+    return row, ops
 
 
 def release(case: Case, device: torch.device) -> None:
@@ -366,18 +399,27 @@ def measure_all(run_dir: Path, cases: list[Case], where: Where, s: Settings, dat
     keeps what finished); under torchrun every rank measures, rank 0 writes."""
     rows: list[ThroughputRow] = []
     steps: StepTimes = {}
+    profiles: list[ProfileRow] = []
+    ops: list[ProfileOpRow] = []
     for i, case in enumerate(cases, 1):
         console.print(f"[{i}/{len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
                       f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
                       f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
-        row, m = run_case(run_dir.name, case, where, s, data)
+        row, m, profiled, top = run_case(run_dir.name, case, where, s, data, run_dir)
         release(case, where.device)
         rows = with_ratios(rows + [row])
         steps[case.name] = step_rows(case.name, m)
+        profiles += [profiled] if profiled else []
+        ops += top
         if where.world.is_main:
             write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
             write_rows(run_dir / "throughput_steps.csv", [r for rs in steps.values() for r in rs], StepTimeRow)
+            if s.trace:
+                write_rows(run_dir / "profile.csv", profiles, ProfileRow)
+                write_rows(run_dir / "profile_ops.csv", ops, ProfileOpRow)
         console.print(f"    {_row_text(row)}")
+        if profiled:
+            console.print(f"    {report.profile_text(profiled, top)}")
     return rows, steps
 
 
