@@ -111,3 +111,38 @@ def test_sigterm_then_resume_finishes_the_suite(tmp_path: Path) -> None:
     assert parts["throughput"]["folder"] == throughput_folder and parts["run"]["folder"] == run_folder
     trials = (suite / run_folder / "trials.csv").read_text().splitlines()
     assert len(trials) == 1 + 2  # header + both trials of the one quick seed
+
+
+def test_sigterm_in_the_throughput_part_then_resume_keeps_its_finished_cases(tmp_path: Path) -> None:
+    """SIGTERM while the case matrix runs: --resume goes on in the same throughput folder with the
+    cases that have no row (a compile-heavy matrix can outlast one 10-minute command), then runs
+    the other parts."""
+    config = write_config(tmp_path / "bench.toml")
+    text = config.read_text().replace("[throughput.cases.default]\n", "[throughput.cases.default]\nsteps = 400\n")
+    config.write_text(text)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench", "suite", "--config", str(config), "--device", "cpu", "--quick",
+           "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/*/throughput.csv")):  # the baseline case has its row; `default` runs
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the throughput part never wrote a row: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read() if proc.stderr else ""
+    suite = only_folder(out)
+    part = env_of(suite)["parts"]["throughput"]
+    assert part["state"] == "interrupted"
+    first = (suite / part["folder"] / "throughput.csv").read_text().splitlines()
+    assert len(first) == 2  # header + the baseline case
+    p = bench("suite", "--resume", str(suite))
+    assert p.returncode == 0, p.stderr[-3000:]
+    parts = env_of(suite)["parts"]
+    assert [parts[n]["state"] for n in ("throughput", "run", "lr-find")] == ["complete"] * 3
+    assert parts["throughput"]["folder"] == part["folder"]
+    rows = (suite / part["folder"] / "throughput.csv").read_text().splitlines()
+    assert rows[:2] == first and len(rows) == 1 + 4  # the baseline row kept as it was, 3 cases added

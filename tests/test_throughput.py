@@ -10,8 +10,13 @@ substituted clock."""
 import csv
 import io
 import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +29,7 @@ from bench import config as config_mod
 from bench.commands.throughput import (Baseline, Gate, Settings, apply_gate, check_comparable, gate_line,
                                        load_baseline, plan_cases)
 from bench.config import DeviceSettings
-from bench.results import StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from bench.results import ProfileRow, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
 from helpers import BASE_CASE
 from sc_fast import throughput as sc_throughput
 from sc_fast.hardware import probe
@@ -409,3 +414,75 @@ def test_one_slow_repeat_does_not_move_the_median() -> None:
                     warmup_s=0.0, peak_mem_mib=0.0)
     assert m.imgs_per_s == pytest.approx(100.0)  # 10 images x 4 steps / 0.4 s
     assert m.step_ms(50) == pytest.approx(100.0)
+
+
+# ---- --resume: an interrupted case matrix goes on in its folder ----------------------------------
+
+RESUME_CASES = BASE_CASE + """
+[throughput.cases.slow]
+batch_size = {batch}
+channels_last = true
+steps = 400
+
+[throughput.cases.cl]
+batch_size = {batch}
+channels_last = true
+"""
+
+
+def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> None:
+    """SIGTERM during the second case: exit 130, the first case's row kept, state interrupted.
+    --resume measures the two cases without a row into the same folder, keeps the first row as it
+    was (not measured again) and completes; the profiles of --trace continue alike."""
+    config = write_config(tmp_path / "bench.toml", RESUME_CASES.format(batch=4), steps=2, warmup=1, repeats=2)
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "bench", "throughput", "--config", str(config), "--device", "cpu",
+           "--out", str(out), "--trace", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/profile.csv")):  # the base case (profiled last) has finished
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the first case never finished: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the 400-step case
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130, proc.stderr.read() if proc.stderr else ""
+    run = only_run(out)
+    first = read_rows(run / "throughput.csv", ThroughputRow)
+    assert [r.case for r in first] == ["base"]
+    assert json.loads((run / "env.json").read_text())["state"] == "interrupted"
+
+    assert cli.main(["throughput", "--resume", str(run)]) == 0
+    rows = read_rows(run / "throughput.csv", ThroughputRow)
+    assert [r.case for r in rows] == ["base", "slow", "cl"] and only_run(out) == run
+    assert rows[0].imgs_per_s == first[0].imgs_per_s  # kept, not measured again
+    assert rows[2].ratio_to_baseline == pytest.approx(rows[2].imgs_per_s / rows[0].imgs_per_s)
+    steps = step_times(run)
+    assert [len(steps[c]) for c in ("base", "slow", "cl")] == [2 * 2, 400 * 2, 2 * 2]
+    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base", "slow", "cl"]
+    assert json.loads((run / "env.json").read_text())["state"] == "complete"
+    assert cli.main(["throughput", "--resume", str(run)]) == 0  # nothing left: finishes again, measures nothing
+    assert read_rows(run / "throughput.csv", ThroughputRow) == rows
+
+
+def test_resume_refuses_plan_flags_other_folders_and_other_devices(normal: tuple[Path, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The plan comes from the folder: flags that would change it, a folder of another kind and a
+    run from another device are refused with exit 2, nothing written."""
+    _, run = normal
+    before = (run / "throughput.csv").read_text()
+    assert cli.main(["throughput", "--resume", str(run), "--case", "cl", "--steps", "3"]) == 2
+    assert "drop --case, --steps" in capsys.readouterr().err
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "env.json").write_text(json.dumps({"kind": "run"}))
+    assert cli.main(["throughput", "--resume", str(other)]) == 2
+    assert "not a throughput run" in capsys.readouterr().err
+    moved = shutil.copytree(run, tmp_path / "moved")
+    env = json.loads((moved / "env.json").read_text())
+    (moved / "env.json").write_text(json.dumps({**env, "device_name": "NVIDIA H100 80GB HBM3"}))
+    assert cli.main(["throughput", "--resume", str(moved)]) == 2
+    assert "same device" in capsys.readouterr().err
+    assert (run / "throughput.csv").read_text() == before

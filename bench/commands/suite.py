@@ -15,9 +15,10 @@ per trial (``quick_seeds``), every ramp of the range test bounded to ``quick_lr_
 
 The suite's env.json (kind "suite") records each part's folder and state. SIGTERM or Ctrl-C ends
 the part in flight the way that command ends (exit 130, files kept); ``--resume SUITE_DIR`` skips
-the parts that completed, resumes an interrupted ``run`` part with ``bench run --resume`` and
-redoes an interrupted throughput or range test (minutes at most). ``bench compare`` takes suite
-folders and lines up their parts.
+the parts that completed, resumes an interrupted ``run`` or ``throughput`` part with that command's
+``--resume`` (finished trials and cases are kept: on a machine that allows 10-minute commands, a
+compile-heavy case matrix finishes over several) and redoes an interrupted range test (minutes at
+most). ``bench compare`` takes suite folders and lines up their parts.
 """
 
 import argparse
@@ -75,14 +76,15 @@ def run_part(name: str, folder: RunFolder, env: dict[str, Any], args: argparse.N
     part = env["parts"][name]
     common = ["--config", env["config_path"], "--device", env["device"], "--out", str(folder.path)]
     common += ["--data", args.data] if args.data else []
-    if name == "run" and part.get("folder"):  # a cut-off time-to-target run goes on where it stopped
+    resumable = name in ("run", "throughput") and part.get("folder")
+    if resumable:  # a cut-off run or case matrix goes on where it stopped
         argv = ["--resume", str(folder.path / part["folder"])] + (["--data", args.data] if args.data else [])
     else:
         argv = common + part["argv"]
     console.rule(f"suite part: {name} ({' '.join(argv)})")
     before = set(folder.path.iterdir())
     rc = PARTS[name].main(_parse(PARTS[name], argv), console)
-    part["folder"] = part.get("folder") if name == "run" and part.get("folder") else _new_folder(folder.path, before)
+    part["folder"] = part["folder"] if resumable else _new_folder(folder.path, before)
     part["exit"] = rc
     part["state"] = {EXIT_OK: "complete", EXIT_INTERRUPTED: "interrupted"}.get(rc, "failed")
     folder.write_env(env)

@@ -8,7 +8,12 @@ recorded as skipped with the reason; a case that fails (compile error, OOM) is r
 error and the rest go on.
 
 Every timed step is kept in throughput_steps.csv beside throughput.csv (``StepTimeRow``), so a
-later run can test whether it differs from this one beyond noise.
+later run can test whether it differs from this one beyond noise. ``--trace`` profiles each case
+after its timing (sc_fast.profile: profile.csv, profile_ops.csv, a trace per case).
+
+The files are rewritten after every case, so SIGTERM or Ctrl-C (exit 130) keeps the finished cases;
+``--resume RUN_DIR`` measures the rest into the same folder, with the plan its env.json recorded
+(cases, settings, baseline), on the same device model and world size.
 
 The gate (``--baseline``): where both runs kept raw step times, a case regressed when
 ``bench.stats.verdict`` says so for its per-step times (``compare_samples`` with
@@ -43,13 +48,13 @@ from bench import build, report
 from bench import config as config_mod
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, check_writable,
                           config_flags, device_flags, device_name, error_text, fraction_below_one, join_world,
-                          load_data, make_run_dir, non_negative_int, positive_int, resolve_device, world_record)
+                          locate_data, make_run_dir, non_negative_int, positive_int, resolve_device, world_record)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
 from bench.results import (ProfileOpRow, ProfileRow, RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows,
                            step_times, write_rows)
 from bench.stats import NO_CHANGE, REGRESSION, Comparison, compare_samples, verdict
 from sc_fast import distributed
-from sc_fast.data import Cifar10
+from sc_fast.data import Cifar10, load
 from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
@@ -69,10 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", metavar="RUN_DIR", help="an earlier throughput run to compare with")
     p.add_argument("--max-regression", type=fraction_below_one, default=0.05, metavar="FRAC",
                    help="exit 1 when a case is slower than the baseline by more than this fraction")
-    p.add_argument("--trace", nargs="?", const=5, default=0, type=positive_int, metavar="STEPS",
+    p.add_argument("--trace", nargs="?", const=5, type=positive_int, metavar="STEPS",
                    help="after each case's timing, profile STEPS more steps (default 5): host vs kernel time "
                         "per step, kernel count, top kernels (profile.csv, profile_ops.csv) and a "
                         "Chrome/Perfetto trace per case (trace_<case>.json.gz)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="measure the cases an interrupted run has no row for, "
+                   "into its folder (cases and settings from its env.json)")
     p.add_argument("--json", action="store_true")
 
 
@@ -148,7 +155,7 @@ def settings(cfg: Config, args: argparse.Namespace, device_type: str) -> Setting
     pick = (lambda k, d: tp.get(f"cpu_{k}", tp.get(k, d))) if device_type == "cpu" else (lambda k, d: tp.get(k, d))
     return Settings(steps=args.steps or pick("steps", 20),
                     warmup=pick("warmup", 5) if args.warmup is None else args.warmup,
-                    repeats=args.repeats or pick("repeats", 3), trace=args.trace)
+                    repeats=args.repeats or pick("repeats", 3), trace=args.trace or 0)
 
 
 # ---- one case ----------------------------------------------------------------------------------
@@ -393,34 +400,54 @@ def write_env(run_dir: Path, env: dict[str, Any], state: str, world: World = Wor
         RunFolder(run_dir).write_env(env)
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What a run folder holds so far: the finished cases' rows, step times and profiles."""
+
+    rows: list[ThroughputRow]
+    steps: StepTimes
+    profiles: list[ProfileRow]
+    ops: list[ProfileOpRow]
+
+    @staticmethod
+    def read(run_dir: Path) -> "Progress":
+        """From the folder's files (a case has its row once it finished; none yet: empty)."""
+        steps: StepTimes = {}
+        for r in read_rows(run_dir / "throughput_steps.csv", StepTimeRow, missing_ok=True):
+            steps.setdefault(r.case, []).append(r)
+        return Progress(read_rows(run_dir / "throughput.csv", ThroughputRow, missing_ok=True), steps,
+                        read_rows(run_dir / "profile.csv", ProfileRow, missing_ok=True),
+                        read_rows(run_dir / "profile_ops.csv", ProfileOpRow, missing_ok=True))
+
+    def write(self, run_dir: Path, traced: bool) -> None:
+        write_rows(run_dir / "throughput.csv", self.rows, ThroughputRow)
+        write_rows(run_dir / "throughput_steps.csv", [r for rs in self.steps.values() for r in rs], StepTimeRow)
+        if traced:
+            write_rows(run_dir / "profile.csv", self.profiles, ProfileRow)
+            write_rows(run_dir / "profile_ops.csv", self.ops, ProfileOpRow)
+
+
+NOTHING_YET = Progress([], {}, [], [])
+
+
 def measure_all(run_dir: Path, cases: list[Case], where: Where, s: Settings, data: Cifar10 | None,
-                console: Console) -> tuple[list[ThroughputRow], StepTimes]:
-    """Runs the cases in order, rewriting throughput.csv and throughput_steps.csv after each (a kill
+                console: Console, done: Progress = NOTHING_YET) -> Progress:
+    """Runs the cases in order after those ``done``, rewriting the folder's CSVs after each (a kill
     keeps what finished); under torchrun every rank measures, rank 0 writes."""
-    rows: list[ThroughputRow] = []
-    steps: StepTimes = {}
-    profiles: list[ProfileRow] = []
-    ops: list[ProfileOpRow] = []
-    for i, case in enumerate(cases, 1):
-        console.print(f"[{i}/{len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
+    for i, case in enumerate(cases, len(done.rows) + 1):
+        console.print(f"[{i}/{len(done.rows) + len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
                       f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
                       f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
         row, m, profiled, top = run_case(run_dir.name, case, where, s, data, run_dir)
         release(case, where.device)
-        rows = with_ratios(rows + [row])
-        steps[case.name] = step_rows(case.name, m)
-        profiles += [profiled] if profiled else []
-        ops += top
+        done = Progress(with_ratios(done.rows + [row]), {**done.steps, case.name: step_rows(case.name, m)},
+                        done.profiles + ([profiled] if profiled else []), done.ops + top)
         if where.world.is_main:
-            write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
-            write_rows(run_dir / "throughput_steps.csv", [r for rs in steps.values() for r in rs], StepTimeRow)
-            if s.trace:
-                write_rows(run_dir / "profile.csv", profiles, ProfileRow)
-                write_rows(run_dir / "profile_ops.csv", ops, ProfileOpRow)
+            done.write(run_dir, bool(s.trace))
         console.print(f"    {_row_text(row)}")
         if profiled:
             console.print(f"    {report.profile_text(profiled, top)}")
-    return rows, steps
+    return done
 
 
 def _row_text(r: ThroughputRow) -> str:
@@ -430,11 +457,48 @@ def _row_text(r: ThroughputRow) -> str:
             f"median, warm-up {r.warmup_s:.1f} s")
 
 
+@dataclass(frozen=True)
+class Job:
+    """A throughput run about to measure: a new one, or an interrupted one reopened."""
+
+    run_dir: Path
+    env: dict[str, Any]
+    where: Where
+    settings: Settings
+    todo: list[Case]
+    done: Progress
+    data: Cifar10 | None
+    baseline: Baseline | None
+    max_regression: float
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
+    job = _reopen(args, console) if args.resume else _new(args, console)
+    console = console if job.where.world.is_main else Console(quiet=True)  # rank 0 alone prints
+    write_env(job.run_dir, job.env, "running", job.where.world)
+    try:
+        progress = measure_all(job.run_dir, job.todo, job.where, job.settings, job.data, console, job.done)
+    except KeyboardInterrupt:
+        write_env(job.run_dir, job.env, "interrupted", job.where.world)
+        console.print(f"[yellow]interrupted: finished cases are in {job.run_dir}; measure the rest with: "
+                      f"python -m bench throughput --resume {job.run_dir}[/yellow]")
+        return EXIT_INTERRUPTED
+    if not job.where.world.is_main:
+        return EXIT_OK
+    return finish(job, progress, args.json, console)
+
+
+def _needs_data(cases: list[Case], where: Where) -> bool:
+    return any(c.pipeline != "synthetic" and not c.skip_reason(where.device, where.world.size) for c in cases)
+
+
+def _new(args: argparse.Namespace, console: Console) -> Job:
+    """Everything that can be wrong with the flags, config, baseline, --out or data fails before the
+    run folder exists."""
     cfg = config_mod.load(args.config)
     device, world = join_world(resolve_device(args.device))
     where = Where(device, world)
-    console = console if world.is_main else Console(quiet=True)  # rank 0 alone prints
+    console = console if world.is_main else Console(quiet=True)
     s = settings(cfg, args, device.type)
     defaults, line = build.device_settings(cfg, device)
     cases = plan_cases(cfg, defaults, args.case, s, args.steps)
@@ -446,28 +510,56 @@ def main(args: argparse.Namespace, console: Console) -> int:
         check_comparable(baseline, name, cases, console)
     out = Path(args.out)
     check_writable(out)
-    needs_data = any(c.pipeline != "synthetic" and not c.skip_reason(device, world.size) for c in cases)
-    data = load_data(cfg, args.data) if needs_data else None  # before the run folder: errors write nothing
+    data_dir = locate_data(cfg, args.data) if _needs_data(cases, where) else None
+    data = load(data_dir) if data_dir else None  # before the run folder: errors write nothing
     run_dir = Path(str(distributed.broadcast(str(make_run_dir(out, device)) if world.is_main else None)))
     env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
            "settings": asdict(s), "defaults": asdict(defaults), "cases": [asdict(c) for c in cases], "env": fp,
-           "config": resolved_dict(cfg), "world": world_record(where),
+           "config": resolved_dict(cfg), "world": world_record(where), "data_dir": str(data_dir or ""),
            "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
                                                   "max_regression": args.max_regression}}
     build.prepare(device)
     ranks = f" on {world.size} ranks (img/s: the job's, batch: global)" if world.size > 1 else ""
     console.print(f"{line}\nrun folder: {run_dir}\n{name}{ranks}: {len(cases)} cases, each {s.warmup} warm-up "
                   f"steps, then {s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
-    write_env(run_dir, env, "running", world)
-    try:
-        rows, steps = measure_all(run_dir, cases, where, s, data, console)
-    except KeyboardInterrupt:
-        write_env(run_dir, env, "interrupted", world)
-        console.print(f"[yellow]interrupted: finished cases are in {run_dir}[/yellow]")
-        return EXIT_INTERRUPTED
-    if not world.is_main:
-        return EXIT_OK
-    return finish(run_dir, env, rows, steps, baseline, args, console)
+    return Job(run_dir, env, where, s, cases, NOTHING_YET, data, baseline, args.max_regression)
+
+
+PLAN_FLAGS = ("case", "steps", "warmup", "repeats", "trace", "baseline")
+
+
+def _reopen(args: argparse.Namespace, console: Console) -> Job:
+    """An interrupted run from its env.json (cases, settings, device, baseline) and files: the cases
+    without a row are measured, on the same device model and world size, or refused."""
+    given = [f"--{f}" for f in PLAN_FLAGS if getattr(args, f) is not None]
+    if given:
+        raise UsageError(f"--resume measures the cases its folder planned; drop {', '.join(given)}")
+    folder = RunFolder.open(Path(args.resume), label="--resume ")
+    env = folder.env()
+    if env.get("kind") != "throughput" or not isinstance(env.get("cases"), list):
+        raise RunError(f"--resume {folder.path}: not a throughput run (env.json kind {env.get('kind')!r})")
+    device, world = join_world(resolve_device(str(env["device"]).split(":")[0]))
+    where = Where(device, world)
+    name, planned_world = device_name(fingerprint(), device), (env.get("world") or {}).get("world_size", 1)
+    if name != env["device_name"] or world.size != planned_world:
+        raise UsageError(f"--resume {folder.path}: measured on {planned_world} x {env['device_name']!r}; this is "
+                         f"{world.size} x {name!r}: resume it on the same device and world size")
+    cases = [Case(**c) for c in env["cases"]]
+    done = Progress.read(folder.path)
+    todo = [c for c in cases if c.name not in {r.case for r in done.rows}]
+    cfg = config_mod.load(args.config or _recorded_config(env))
+    data = load(locate_data(cfg, args.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
+    b = env.get("baseline") or {}
+    build.prepare(device)
+    console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
+    return Job(folder.path, env, where, Settings(**env["settings"]), todo, done, data,
+               load_baseline(Path(b["path"])) if b else None, b.get("max_regression", args.max_regression))
+
+
+def _recorded_config(env: dict[str, Any]) -> str | None:
+    """The config file the run was planned with, if it is still there (else the default's)."""
+    path = (env.get("config") or {}).get("path")
+    return path if path and Path(path).is_file() else None
 
 
 def check_split(cases: list[Case], where: Where) -> None:
@@ -498,9 +590,10 @@ def gate_env(gate: Gate, test: str) -> dict[str, Any]:
                                 else None} for case, v in gate.verdicts.items()}}
 
 
-def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], steps: StepTimes,
-           baseline: Baseline | None, args: argparse.Namespace, console: Console) -> int:
+def finish(job: Job, progress: Progress, as_json: bool, console: Console) -> int:
     """Gate, final files, table and exit code."""
+    run_dir, env, rows, steps, baseline = job.run_dir, job.env, progress.rows, progress.steps, job.baseline
+    limit = job.max_regression
     regressed: list[str] = []
     scaling = baseline is not None and baseline_world(baseline) != rows[0].world_size
     if baseline and scaling:  # 1 GPU against N: an efficiency, not a regression
@@ -508,21 +601,21 @@ def finish(run_dir: Path, env: dict[str, Any], rows: list[ThroughputRow], steps:
         write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
         env["baseline"]["scaling"] = {r.case: r.scaling_efficiency for r in rows}
     if baseline:
-        rows, gate = apply_gate(rows, baseline, args.max_regression, steps)
+        rows, gate = apply_gate(rows, baseline, limit, steps)
         regressed = gate.regressed
         env["baseline"].update(gate_env(gate, gate_test_text(rows, gate, baseline)))
         write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
     errored = [r.case for r in rows if r.status == "error"]
     write_env(run_dir, env, "failed" if errored else "complete")
-    report.render_throughput(run_dir, None if args.json else console)
+    report.render_throughput(run_dir, None if as_json else console)
     if baseline:
-        console.print(gate_line(rows, gate, baseline, args.max_regression))
+        console.print(gate_line(rows, gate, baseline, limit))
     if errored:
         console.print(f"[red]{len(errored)} case(s) errored: {', '.join(errored)}[/red]")
     if scaling:
         console.print("scaling efficiency (per-device img/s against the baseline's): " + ", ".join(
             f"{r.case} {r.scaling_efficiency:.2f}" for r in rows if r.scaling_efficiency is not None))
-    if args.json:
+    if as_json:
         print(json.dumps({"run_dir": str(run_dir), "rows": [asdict(r) for r in rows],
                           "regressed": regressed, "errored": errored}))
     return EXIT_FAILED if errored or regressed else EXIT_OK
