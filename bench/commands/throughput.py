@@ -551,7 +551,8 @@ def _reopen(args: argparse.Namespace, console: Console) -> Job:
     data = load(locate_data(cfg, args.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
     b = env.get("baseline") or {}
     build.prepare(device)
-    console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
+    if world.is_main:
+        console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
     return Job(folder.path, env, where, Settings(**env["settings"]), todo, done, data,
                load_baseline(Path(b["path"])) if b else None, b.get("max_regression", args.max_regression))
 
