@@ -40,6 +40,8 @@ def _git(repo: Path) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return None
     commit = run("rev-parse", "HEAD")
+    if commit is None:  # a copy of the tree without its .git (a lent GPU machine): the commit it was copied from
+        return {"commit": os.environ.get("SC_FAST_GIT_COMMIT") or None, "dirty": None, "from": "SC_FAST_GIT_COMMIT"}
     status = run("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": None if status is None else bool(status)}
 

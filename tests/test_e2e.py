@@ -133,6 +133,19 @@ def test_env_json(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> 
     assert doc["run_id"] == run_dir.name and doc["state"] == "complete"
 
 
+def test_a_tree_copied_without_git_records_the_commit_it_is_told(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lent GPU machine gets the working tree without .git: SC_FAST_GIT_COMMIT names the commit
+    (dirty unknown); without it the commit is unknown rather than guessed."""
+    from sc_fast.env import fingerprint
+
+    monkeypatch.setenv("SC_FAST_GIT_COMMIT", "0123456789abcdef0123456789abcdef01234567")
+    git = fingerprint(repo=tmp_path)["git"]
+    assert git["commit"] == "0123456789abcdef0123456789abcdef01234567" and git["dirty"] is None
+    monkeypatch.delenv("SC_FAST_GIT_COMMIT")
+    assert fingerprint(repo=tmp_path)["git"]["commit"] is None
+
+
 def test_trials_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
     _, run_dir, _ = tiny
     rows = check_trials(run_dir, 2)

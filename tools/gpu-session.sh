@@ -3,8 +3,10 @@
 # registry there, at most 64 MiB carried and 10 minutes per command, everything lost ~30 s after a
 # command ends (../shared/device/README.md). Stage here first: `bash ../shared/device/stage.sh`.
 #
-# Every command of the session is `bash tools/gpu-session.sh STEP [ARGS]`, carrying the next staged
-# folder (.stage/data1, data2, data3, then whl + dali1, dali2, dali3, dali4). Each command
+# Every command of the session is `SC_FAST_GIT_COMMIT=<git rev-parse HEAD, here> bash
+# tools/gpu-session.sh STEP [ARGS]` (a tree that arrives without .git: env.json records this commit),
+# carrying the next staged folder (.stage/data1, data2, data3, then whl + dali1, dali2, dali3, dali4).
+# Each command
 #   1. takes in what it carried: CIFAR-10 is unpacked once its last part has arrived, DALI installed
 #      once its wheel is whole;
 #   2. runs STEP under `timeout` (SC_TIMEOUT, default 530 s: SIGTERM, so bench keeps what finished);
@@ -53,6 +55,7 @@ pack() {
   ls -la "$OUT"
 }
 
+[[ -n ${SC_FAST_GIT_COMMIT:-} ]] || echo "warning: SC_FAST_GIT_COMMIT unset: env.json will not know the commit"
 take_in
 step=${1:-check}; shift || true
 case $step in
