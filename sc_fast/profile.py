@@ -83,6 +83,8 @@ def _stats(prof: profile) -> list[OpStat]:
     out = []
     for e in prof.key_averages():
         on_device = e.device_type == DeviceType.CUDA
+        if on_device and e.is_user_annotation:  # a record_function range drawn on the GPU: its kernels count already
+            continue
         out.append(OpStat(e.key, on_device, e.count, e.self_device_time_total if on_device else e.self_cpu_time_total))
     return out
 
