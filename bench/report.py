@@ -360,6 +360,7 @@ def suite_headline(s: SuiteFiles) -> pd.DataFrame:
     if len(ok):
         best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
         rows.append(("best img/s", f"{best.imgs_per_s:,.0f}", f"case {best.case}, batch {best.batch_size}"))
+        rows += _profile_headline(s.parts["throughput"], best.case)
     for name, r in (trial_summary(s.trials).iterrows() if len(s.trials) else []):
         rows.append((f"time to {r.target_acc:.0%}: {name}", _fmt(r.time_to_target_s) + " s",
                      f"reached {r.reached}, median {_fmt(r.steps_to_target, 0)} steps"))
@@ -372,6 +373,20 @@ def suite_headline(s: SuiteFiles) -> pd.DataFrame:
         for f in report_lr_find.suggestions(lf_rows, lf_env)[:1]:
             rows.append(("suggested max LR", f"{f.suggestion.lr:.3g}", f"{f.ramp} ramp, {f.suggestion.method}"))
     return pd.DataFrame(rows, columns=["figure", "value", "note"])
+
+
+def _profile_headline(throughput_dir: Path, case: str) -> list[tuple[str, str, str]]:
+    """The headline's step-profile row for ``case`` (the fastest), when the part was traced."""
+    found = [p for p in read_rows(throughput_dir / "profile.csv", ProfileRow, missing_ok=True)
+             if p.case == case and not p.error]
+    if not found:
+        return []
+    p = found[0]
+    clocks = f"host issues a step in {p.issue_ms:,.2f} of its {p.step_ms:,.2f} ms"
+    if p.kernel_ms is None:
+        return [("step profile", clocks, f"case {case}; no kernel times without a GPU")]
+    return [("step profile", f"GPU busy {p.device_busy:.0%} of the step",
+             f"case {case}: {p.kernels_per_step:,.0f} kernels, {p.kernel_ms:,.2f} ms of kernels; {clocks}")]
 
 
 def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
@@ -390,6 +405,8 @@ def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
     if "throughput" in parts:
         lines += [f"## Throughput (`{parts['throughput'].name}`)", "", markdown(throughput_display(s.throughput, None)),
                   ""]
+        if (parts["throughput"] / "profile.csv").exists():
+            lines += [f"Step profiles and top kernels per case: `{parts['throughput'].name}/summary.md`.", ""]
     if len(s.trials):
         lines += [f"## Time to target (`{parts['run'].name}`)", "", markdown(trial_summary(s.trials)), "",
                   f"![curves]({parts['run'].name}/curves.png)", ""]
