@@ -185,6 +185,14 @@ def check_writable(out: Path, flag: str = "--out") -> None:
         raise UsageError(f"{flag} {out}: not writable (no write permission in {probe})")
 
 
+def recorded_config(env: dict[str, Any]) -> str | None:
+    """The config file a run folder's env.json says it ran with, if it is still there; None: the
+    default's. What ``--resume`` loads unless ``--config`` names another."""
+    recorded = env.get("config") if isinstance(env.get("config"), dict) else {}
+    path = recorded.get("path")
+    return path if path and Path(str(path)).is_file() else None
+
+
 def make_run_dir(out: Path, device: torch.device) -> Path:
     try:
         return new_run_dir(out, device_slug(device))

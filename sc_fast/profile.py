@@ -18,7 +18,6 @@ Profiling is off every timed measurement: it runs after it, on the same warmed-u
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,9 +25,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from sc_fast.throughput import Work
 from sc_fast.timing import synchronize
-
-Work = Callable[[], object]
 
 
 @dataclass(frozen=True)

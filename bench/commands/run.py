@@ -33,7 +33,7 @@ from bench.checkpoints import Checkpoints, Refused, machine
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, accuracy,
                           check_writable, key_value, world_record,
                           choose_pipeline, config_flags, device_flags, error_text, join_world, locate_data,
-                          make_run_dir, non_negative_int, positive_int, resolve_device)
+                          make_run_dir, non_negative_int, positive_int, recorded_config, resolve_device)
 from bench.config import Config, DeviceSettings, TrialSpec, resolved_dict
 from bench.results import CurveRow, RunError, RunFolder, TrialRow, read_rows, write_rows
 from sc_fast import distributed
@@ -341,9 +341,7 @@ def _resume(args: argparse.Namespace, console: Console, where: Where) -> tuple[P
         choose_pipeline("dali", f"{run_dir}: pipeline", where.device)
     # The folder records the config file and the data folder it ran with; flags override them.
     env = RunFolder(run_dir).env()
-    recorded = env.get("config") if isinstance(env.get("config"), dict) else {}
-    config_path = args.config or (recorded.get("path") if Path(str(recorded.get("path"))).is_file() else None)
-    cfg = config_mod.load(config_path)
+    cfg = config_mod.load(args.config or recorded_config(env))
     data = load(locate_data(cfg, args.data or env.get("data_dir")))
     console.print(f"resuming {run_dir}: {len(todo)} of {len(plan.pairs())} trials to run")
     return run_dir, cfg, plan, data

@@ -48,7 +48,8 @@ from bench import build, report
 from bench import config as config_mod
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, JobError, UsageError, Where, check_writable,
                           config_flags, device_flags, device_name, error_text, fraction_below_one, join_world,
-                          locate_data, make_run_dir, non_negative_int, positive_int, resolve_device, world_record)
+                          locate_data, make_run_dir, non_negative_int, positive_int, recorded_config,
+                          resolve_device, world_record)
 from bench.config import Config, ConfigError, DeviceSettings, resolved_dict
 from bench.results import (ProfileOpRow, ProfileRow, RunError, RunFolder, StepTimeRow, ThroughputRow, read_rows,
                            step_times, write_rows)
@@ -412,10 +413,8 @@ class Progress:
     @staticmethod
     def read(run_dir: Path) -> "Progress":
         """From the folder's files (a case has its row once it finished; none yet: empty)."""
-        steps: StepTimes = {}
-        for r in read_rows(run_dir / "throughput_steps.csv", StepTimeRow, missing_ok=True):
-            steps.setdefault(r.case, []).append(r)
-        return Progress(read_rows(run_dir / "throughput.csv", ThroughputRow, missing_ok=True), steps,
+        return Progress(read_rows(run_dir / "throughput.csv", ThroughputRow, missing_ok=True),
+                        step_times(run_dir) or {},
                         read_rows(run_dir / "profile.csv", ProfileRow, missing_ok=True),
                         read_rows(run_dir / "profile_ops.csv", ProfileOpRow, missing_ok=True))
 
@@ -547,7 +546,7 @@ def _reopen(args: argparse.Namespace, console: Console) -> Job:
     cases = [Case(**c) for c in env["cases"]]
     done = Progress.read(folder.path)
     todo = [c for c in cases if c.name not in {r.case for r in done.rows}]
-    cfg = config_mod.load(args.config or _recorded_config(env))
+    cfg = config_mod.load(args.config or recorded_config(env))
     data = load(locate_data(cfg, args.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
     b = env.get("baseline") or {}
     build.prepare(device)
@@ -555,12 +554,6 @@ def _reopen(args: argparse.Namespace, console: Console) -> Job:
         console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
     return Job(folder.path, env, where, Settings(**env["settings"]), todo, done, data,
                load_baseline(Path(b["path"])) if b else None, b.get("max_regression", args.max_regression))
-
-
-def _recorded_config(env: dict[str, Any]) -> str | None:
-    """The config file the run was planned with, if it is still there (else the default's)."""
-    path = (env.get("config") or {}).get("path")
-    return path if path and Path(path).is_file() else None
 
 
 def check_split(cases: list[Case], where: Where) -> None:
