@@ -1,4 +1,4 @@
-"""An SGD update that can live inside a captured CUDA graph, and a probe for torch's fused SGD.
+"""An SGD update that can live inside a captured CUDA graph.
 
 When forward, backward and update are captured as one CUDA graph and replayed, every Python
 number the update used is frozen into the graph at capture time. torch.optim.SGD cannot cycle
@@ -134,18 +134,3 @@ def _nesterov(d: _Tensors, bufs: _Tensors, momentum: Tensor) -> _Tensors:
     # product is a separate op (equal up to one rounding).
     return torch._foreach_add(d, torch._foreach_mul(bufs, momentum))
 
-
-def fused_sgd_available(device: torch.device | str) -> bool:
-    """Whether ``torch.optim.SGD(..., fused=True)`` runs for this device type in this torch.
-
-    The device check happens in ``step()``, not the constructor, so the probe takes one step on a
-    one-element parameter. Worth knowing because fused SGD takes GradScaler's scale and found_inf
-    as device tensors (no per-step ``.item()`` for the inf check, unlike foreach).
-    """
-    p = torch.zeros(1, device=device, requires_grad=True)
-    p.grad = torch.zeros_like(p)
-    try:
-        torch.optim.SGD([p], lr=0.1, momentum=0.9, fused=True).step()
-    except (RuntimeError, NotImplementedError):
-        return False
-    return True

@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from bench.build import resolve_settings
 from bench.common import UsageError
 from bench.config import DeviceSettings
 from helpers import assert_one_line
-from sc_fast.hardware import Capabilities, compile_missing, probe
+from sc_fast.hardware import Capabilities, compile_missing
 
 REPO = Path(__file__).resolve().parent.parent
 AUTO = DeviceSettings(precision="auto", channels_last="auto", compile="auto", warmup_steps=2)
@@ -60,12 +59,6 @@ def test_compile_preflight_finds_a_missing_compiler(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on an empty PATH
     monkeypatch.delenv("CC", raising=False)
     assert "a C compiler" in (compile_missing() or "")
-
-
-def test_probe_on_this_cpu_agrees_with_torch() -> None:
-    found = probe(torch.device("cpu"))
-    assert found.device_type == "cpu"
-    assert found.native_bf16 == (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def test_cli_refuses_compile_without_a_compiler(tmp_path: Path) -> None:

@@ -160,6 +160,27 @@ def test_trials_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -
     assert {r["steps_to_target"] for r in rows} == {"3"}  # the first evaluation
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as the kernel reports them: an oracle independent of torch's probes."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    return {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags") for f in line.split()[2:]}
+
+
+def test_auto_precision_follows_the_cpu(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
+    """bench.toml's `precision = "auto"` on a CPU: bf16 only where the CPU computes it natively
+    (AVX512-BF16 or AMX), fp32 where bf16 is emulated (AVX2: ~10x slower). What the user sees: the
+    start-up line, and the precision every row records."""
+    proc, run_dir, _ = tiny
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    want = "bf16" if native else "fp32"
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("cpu execution:")]
+    assert line.startswith(f"cpu execution: precision {want} (auto: CPU bf16 instructions: "), line
+    assert ("none)" in line) == (not native), line
+    assert {r["precision"] for r in check_trials(run_dir, 2)} == {want}
+
+
 def test_curves_csv(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
     _, run_dir, config = tiny
     header, rows = read_csv(run_dir / "curves.csv")

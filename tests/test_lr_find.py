@@ -100,11 +100,6 @@ def test_paper_rule_on_a_curve_that_only_climbs_takes_the_last_point() -> None:
     assert accuracy_plateau_end(lrs, [0.1 + 0.2 * lr for lr in lrs]).index == 30
 
 
-def test_smoother_is_debiased() -> None:
-    smooth = lr_find._Smoother(0.98)
-    assert [smooth(2.0) for _ in range(5)] == pytest.approx([2.0] * 5)
-
-
 # ---- the range test on a tiny model and synthetic data -------------------------------------------
 
 def _tiny_model() -> nn.Module:
@@ -134,6 +129,13 @@ def test_exponential_test_stops_at_divergence_and_keeps_its_curve(tiny_pipeline:
     assert all(a.lr < b.lr for a, b in zip(test.points, test.points[1:]))
     last, best = test.points[-1].smoothed_loss, min(test.smoothed[:-1])
     assert not math.isfinite(last) or last > settings.diverge_factor * best
+    # The recorded smoothed loss is fastai's debiased EMA: it starts at the first loss (not near 0, as a
+    # plain EMA from 0 would) and stays a weighted mean of the losses so far.
+    first = test.points[0]
+    assert first.smoothed_loss == pytest.approx(first.loss)
+    for i, p in enumerate(test.points[:-1]):
+        seen = [q.loss for q in test.points[:i + 1]]
+        assert min(seen) - 1e-6 <= p.smoothed_loss <= max(seen) + 1e-6
     assert fastai_suggestions(test.lrs, test.smoothed, settings.steps)
 
 

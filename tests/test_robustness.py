@@ -555,17 +555,3 @@ def test_unwritable_out_fails_before_any_work(tmp_path: Path, config: Path,
     assert rc == 2
     assert_one_line(err, "--out", str(out))
     assert blocker.read_text() == "not a folder\n"
-
-
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into any folder whatever its mode")
-def test_read_only_out_folder(tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "ro"
-    out.mkdir()
-    out.chmod(0o555)
-    try:
-        rc, _, err = run_main(capsys, "run", "--config", config, "--profile", "tiny", "--out", out / "runs")
-        assert rc == 2
-        assert_one_line(err, "--out")
-        assert not any(out.iterdir())
-    finally:
-        out.chmod(0o755)
