@@ -14,7 +14,7 @@ from sc_fast.distributed import World
 from sc_fast.hardware import Capabilities, probe
 from sc_fast.model import resnet56
 from sc_fast.pipeline import PipelineSpec
-from sc_fast.train import TrainConfig, input_dtype
+from sc_fast.train import TrainConfig, input_dtype, set_float32_math
 
 def model(trial: TrialSpec | None, settings: DeviceSettings, device: torch.device) -> nn.Module:
     """ResNet-56 on ``device`` in the settings' memory format. Seed the RNG first: the weights are
@@ -51,16 +51,26 @@ def pipeline_spec(trial: TrialSpec | None, settings: DeviceSettings, seed: int =
                         eval_images=trial.eval_images if eval_images is None else eval_images, **ranks)
 
 
-def check_split(trials: list[TrialSpec], world: World, settings: DeviceSettings) -> None:
-    """UsageError naming the first trial whose global batch does not split evenly over the ranks."""
-    if world.size == 1:
-        return
-    for t in trials:
-        if t.batch_size % world.size:
-            raise UsageError(f"trial {t.name!r}: batch_size {t.batch_size} does not split evenly over "
-                             f"{world.size} ranks")
-    if settings.compile == "cuda-graph":
-        raise UsageError("compile 'cuda-graph' is single-process: DDP's gradient all-reduce is not captured")
+def rank_problem(world_size: int, batch_size: int, compile: str) -> str | None:
+    """Why a trial or throughput case cannot run as a job of ``world_size`` ranks, or None: the one
+    check `run` and `throughput` share (a global batch that does not split evenly over the ranks; the
+    whole-step CUDA graph, which does not capture DDP's gradient all-reduce)."""
+    if world_size == 1:
+        return None
+    if batch_size % world_size:
+        return f"batch_size {batch_size} does not split evenly over {world_size} ranks"
+    if compile == "cuda-graph":
+        return "compile 'cuda-graph' is single-process: DDP's gradient all-reduce is not captured"
+    return None
+
+
+def check_ranks(world: World, named: list[tuple[str, int, str]]) -> None:
+    """UsageError naming the first of ``named`` ((what, global batch size, compile mode) of each trial
+    or case asked for) that cannot run as this job (rank_problem)."""
+    for what, batch_size, compile in named:
+        problem = rank_problem(world.size, batch_size, compile)
+        if problem:
+            raise UsageError(f"{what}: {problem}")
 
 
 def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: float | None = None,
@@ -71,8 +81,8 @@ def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: f
     steps = max_steps or (trial.steps if trial else 1)
     optim = {} if trial is None else {
         "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing,
-        "checkpoint_every": trial.checkpoint_every, "fine_eval_from": trial.fine_eval_from,
-        "fine_eval_every": trial.fine_eval_every}
+        "checkpoint_every": trial.checkpoint_every, "checkpoint_interval_s": trial.checkpoint_interval_s,
+        "fine_eval_from": trial.fine_eval_from, "fine_eval_every": trial.fine_eval_every}
     return TrainConfig(max_steps=steps, eval_every=eval_every or (trial.eval_every if trial else steps),
                        precision=settings.precision, compile=settings.compile if compile is None else compile,
                        warmup_steps=settings.warmup_steps if warmup_steps is None else warmup_steps,
@@ -126,9 +136,12 @@ def device_settings(cfg: Config, device: torch.device) -> tuple[DeviceSettings, 
     return resolve_settings(cfg.devices[device.type], probe(device), f"{cfg.path}: devices.{device.type}")
 
 
-def prepare(device: torch.device) -> None:
-    """Process-wide settings a trial on ``device`` wants. cuDNN's autotuner picks the fastest
-    convolution per shape on first use; every shape here is static, so the search happens once,
-    in warm-up, off the clock."""
+def prepare(device: torch.device, precision: str) -> str:
+    """Process-wide settings a trial on ``device`` in ``precision`` wants; returns the float32 math in
+    force (env.json and every row record it). cuDNN's autotuner picks the fastest convolution per
+    shape on first use; every shape here is static, so the search happens once, in warm-up, off the
+    clock. float32 math: IEEE unless the precision is tf32 (torch's default allows TF32 in cuDNN
+    convolutions, which would make an "fp32" baseline a TF32 one)."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    return set_float32_math(precision)

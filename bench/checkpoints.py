@@ -13,7 +13,7 @@ and the trial starts from scratch.
 
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ def _differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def _from_file(saved: dict[str, Any]) -> tuple[TrialState, int]:
     curve = tuple(EvalPoint(**p) for p in saved["curve"])
     reached = saved["reached_at"]
-    values = {f.name: saved[f.name] for f in fields(TrialState)}
+    values = {f.name: saved[f.name] if f.default is MISSING else saved.get(f.name, f.default)  # newer fields
+              for f in fields(TrialState)}
     state = TrialState(**{**values, "curve": curve,
                           "reached_at": None if reached is None else next(p for p in curve if p.step == reached)})
     return state, int(saved["restarts"])

@@ -85,6 +85,7 @@ TRAIN_FIELDS: dict[str, Field] = {
     "eval_images": ("int", _non_negative),
     "sync_bn": ("bool", _any),  # data parallel: SyncBatchNorm instead of per-replica BatchNorm
     "checkpoint_every": ("int", _non_negative),  # evaluations between checkpoints; 0 = none
+    "checkpoint_interval_s": ("float", _non_negative),  # ... and at most one per this many wall seconds
 }
 # Schedule parameters by kind (names as in the config; mapped onto the schedule dataclasses).
 SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
@@ -142,6 +143,7 @@ CASE_FIELDS: dict[str, Field] = {
     "pipeline": ("str", _one_of("synthetic", "torch", "dali", "torchvision")),
     "model": ("bool", _any), "device": ("str", _one_of("cuda", "cpu")),
     "steps": ("int", _positive),  # timed steps per repeat for this case (cheap loader steps: more)
+    "matrix": ("bool", _any),  # false: measured only when --case names it (long compiles)
 }
 
 
@@ -167,6 +169,7 @@ class TrialSpec:
     checkpoint_every: int = 1
     fine_eval_from: int = 0
     fine_eval_every: int = 25
+    checkpoint_interval_s: float = 60.0
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> "TrialSpec":

@@ -57,6 +57,8 @@ class TrialRow:
     # Columns added after runs were committed: a trials.csv without them reads as these defaults.
     world_size: int = 1  # ranks that trained it together (torchrun); 1 for a single process
     resumed: int = 0  # restarts from a checkpoint (0: one uninterrupted piece); older files lack it
+    checkpoint_time_s: float | None = None  # wall seconds writing checkpoints, off the training clock
+    float32_precision: str = ""  # ieee | tf32: the math of float32 convolutions and matmuls (empty: not recorded)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class ThroughputRow:
     world_size: int = 1
     imgs_per_s_per_device: float | None = None
     scaling_efficiency: float | None = None  # vs a --baseline run of another world size: per-device img/s ratio
+    float32_precision: str = ""  # ieee | tf32: the math of float32 convolutions and matmuls (empty: not recorded)
 
 
 

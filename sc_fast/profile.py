@@ -13,7 +13,9 @@ Three numbers per step say what bounds it:
   host operators by self time instead).
 
 The profiled steps are also written as a Chrome/Perfetto trace (``.json.gz``) for a closer look.
-Profiling is off every timed measurement: it runs after it, on the same warmed-up step.
+Profiling is off every timed measurement: it runs after it, on the same warmed-up step. Its window
+opens after one unrecorded step under the profiler (a ``torch.profiler.schedule`` warm-up), so
+CUPTI's start-up cost is not counted as the step's.
 """
 
 import os
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import torch
 from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, schedule
 
 from sc_fast.throughput import Work
 from sc_fast.timing import synchronize
@@ -83,6 +85,8 @@ def _stats(prof: profile) -> list[OpStat]:
         on_device = e.device_type == DeviceType.CUDA
         if on_device and e.is_user_annotation:  # a record_function range drawn on the GPU: its kernels count already
             continue
+        if e.key.startswith("ProfilerStep"):  # the schedule's step markers ("ProfilerStep*" summed), not work
+            continue
         out.append(OpStat(e.key, on_device, e.count, e.self_device_time_total if on_device else e.self_cpu_time_total))
     return out
 
@@ -106,10 +110,13 @@ def profile_steps(work: Work, steps: int, device: torch.device, trace: Path | No
         raise ValueError("steps and top must be positive")
     step_ms, issue_ms = _clocks(work, steps, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
+    # one warm-up step under the profiler, not recorded, then ``steps`` recorded ones
+    with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1)) as prof:
+        for i in range(1 + steps):
             work()
-        synchronize(device)  # sync point: the kernels land inside the profiled window
+            if i == steps:
+                synchronize(device)  # sync point: the last step's kernels land inside the recorded window
+            prof.step()
     if trace is not None:  # written beside, then renamed: never half a trace under its name
         partial = trace.with_name(f".partial-{trace.name}")  # still ends in .gz: torch gzips it
         prof.export_chrome_trace(str(partial))

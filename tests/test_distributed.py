@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.build import check_split
+from bench.build import check_ranks
+from bench.commands.throughput import Settings, plan_cases
 from bench.common import UsageError
-from bench.config import DeviceSettings, load
+from bench.config import load
 from helpers import BASE_CASE, bench_dict, dump_toml
 from sc_fast.data import Cifar10
 from sc_fast.distributed import World
@@ -44,13 +45,21 @@ def test_rank_slices_are_disjoint_and_make_the_single_process_batch(cifar: Cifar
     assert torch.equal(torch.cat(shards), full)  # the test set, each image once
 
 
-def test_uneven_split_is_a_usage_error_naming_the_trial() -> None:
-    cfg = load()
-    settings = DeviceSettings(precision="fp32", channels_last=True, compile="off", warmup_steps=0)
+def test_what_a_torchrun_job_refuses_is_one_check_for_run_and_throughput() -> None:
     three = World(rank=0, size=3, local_rank=0, nodes=1, backend="gloo")
+    two = World(rank=0, size=2, local_rank=0, nodes=1, backend="gloo")
     with pytest.raises(UsageError, match="trial '1cycle': batch_size 256 does not split evenly over 3 ranks"):
-        check_split([cfg.trials["1cycle"]], three, settings)
-    check_split([cfg.trials["1cycle"]], World(rank=0, size=2, local_rank=0, nodes=1, backend="gloo"), settings)
+        check_ranks(three, [("trial '1cycle'", 256, "off")])
+    check_ranks(two, [("trial '1cycle'", 256, "off")])
+    with pytest.raises(UsageError, match="case 'cuda-graph': compile 'cuda-graph' is single-process"):
+        check_ranks(two, [("case 'cuda-graph'", 512, "cuda-graph")])
+    check_ranks(World.single(), [("case 'cuda-graph'", 511, "cuda-graph")])  # one process: nothing to split
+    # the throughput matrix skips such a case under torchrun with the same reason instead of refusing the run
+    cfg = load()
+    graph = next(c for c in plan_cases(cfg, cfg.devices["cuda"], ["cuda-graph"], Settings(20, 5, 3))
+                 if c.name == "cuda-graph")
+    assert "single-process" in (graph.skip_reason(torch.device("cuda"), 2) or "")
+    assert graph.skip_reason(torch.device("cuda"), 1) is None
     with pytest.raises(ValueError, match="does not split evenly"):
         PipelineSpec(batch_size=10, world_size=3)
 
@@ -90,8 +99,8 @@ def test_two_ranks_end_to_end(tmp_path: Path) -> None:
                                 "--out", str(out)), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (run_dir,) = out.iterdir()  # one folder: rank 0 alone writes
-    assert rows_of(run_dir) == [["tiny", "0", "2", "not_reached"], ["tiny", "1", "2", "not_reached"],
-                                ["tiny-multi", "0", "2", "not_reached"], ["tiny-multi", "1", "2", "not_reached"]]
+    assert rows_of(run_dir) == [["tiny", "0", "2", "not_reached"], ["tiny-multi", "0", "2", "not_reached"],
+                                ["tiny", "1", "2", "not_reached"], ["tiny-multi", "1", "2", "not_reached"]]  # seed by seed
     world = json.loads((run_dir / "env.json").read_text())["world"]
     assert world["world_size"] == 2 and world["backend"] == "gloo" and len(world["ranks"]) == 2
     assert p.stdout.count("run folder:") == 1  # rank 0 alone prints

@@ -68,6 +68,11 @@ def test_a_real_step_profiled_on_this_cpu(tmp_path: Path) -> None:
     events = json.loads(gzip.decompress((tmp_path / "trace.json.gz").read_bytes()))["traceEvents"]
     names = {e.get("name") for e in events}
     assert {t.name for t in p.top} <= names
+    # only the recorded steps count: the warm-up step the profiler's schedule runs first does not
+    every = profile_steps(step, steps=2, device=device, top=500).top
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    assert next(t for t in every if t.name == "aten::convolution").calls_per_step == convs
+    assert not any(t.name.startswith("ProfilerStep") for t in every)
 
 
 def test_profile_steps_refuses_no_steps() -> None:

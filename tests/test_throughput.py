@@ -431,9 +431,10 @@ channels_last = true
 
 
 def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> None:
-    """SIGTERM during the second case: exit 130, the first case's row kept, state interrupted.
-    --resume measures the two cases without a row into the same folder, keeps the first row as it
-    was (not measured again) and completes; the profiles of --trace continue alike."""
+    """SIGTERM during the second case: exit 130, the first case's row kept, the cut-off case's row
+    says timed_out, state interrupted. --resume measures the case without a row into the same folder,
+    keeps the first two rows as they were (a timed-out case is not retried: it would be cut off again)
+    and completes; the profiles of --trace continue alike."""
     config = write_config(tmp_path / "bench.toml", RESUME_CASES.format(batch=4), steps=2, warmup=1, repeats=2)
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "bench", "throughput", "--config", str(config), "--device", "cpu",
@@ -451,7 +452,8 @@ def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> 
     assert proc.wait(timeout=60) == 130, proc.stderr.read() if proc.stderr else ""
     run = only_run(out)
     first = read_rows(run / "throughput.csv", ThroughputRow)
-    assert [r.case for r in first] == ["base"]
+    assert [(r.case, r.status) for r in first] == [("base", "ok"), ("slow", "timed_out")]
+    assert "cut off by a signal" in first[1].error and first[1].imgs_per_s is None
     assert json.loads((run / "env.json").read_text())["state"] == "interrupted"
 
     assert cli.main(["throughput", "--resume", str(run)]) == 0
@@ -460,8 +462,8 @@ def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> 
     assert rows[0].imgs_per_s == first[0].imgs_per_s  # kept, not measured again
     assert rows[2].ratio_to_baseline == pytest.approx(rows[2].imgs_per_s / rows[0].imgs_per_s)
     steps = step_times(run)
-    assert [len(steps[c]) for c in ("base", "slow", "cl")] == [2 * 2, 400 * 2, 2 * 2]
-    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base", "slow", "cl"]
+    assert rows[1] == first[1] and [len(steps.get(c, [])) for c in ("base", "slow", "cl")] == [2 * 2, 0, 2 * 2]
+    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base", "cl"]
     assert json.loads((run / "env.json").read_text())["state"] == "complete"
     assert cli.main(["throughput", "--resume", str(run)]) == 0  # nothing left: finishes again, measures nothing
     assert read_rows(run / "throughput.csv", ThroughputRow) == rows

@@ -3,6 +3,7 @@ and the schedule reaching the optimizer. A small ResNet (n=1, narrow) on synthet
 the loop is what is under test, not the network."""
 
 import copy
+import time
 import math
 
 import numpy as np
@@ -169,3 +170,68 @@ def test_schedule_values_reach_the_optimizer(data: Cifar10, monkeypatch: pytest.
     assert len(set(seen)) == 7  # recognisable: only steps 0 and 6 share a value (min_lr, 0.95)
     # An evaluation point reports the values of the step just taken.
     assert [(p.lr, p.momentum) for p in o.curve] == [seen[3], seen[7]]
+
+
+# ---- steps-to-target exact to fine_eval_every between coarse evaluations -------------------------------
+
+@pytest.fixture(scope="module")
+def learnable() -> Cifar10:
+    """Test images = training images: test accuracy climbs as the model memorizes them, so a target
+    is crossed at a step the test can predict from a densely evaluated run."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, 64).astype(np.int64)
+    return Cifar10(images, labels, images, labels)
+
+
+def test_a_crossing_between_coarse_evaluations_is_found_at_fine_resolution(learnable: Cifar10) -> None:
+    sched, steps, coarse = Constant(0.05), 24, 6
+    dense = run(learnable, sched, cfg(max_steps=steps, eval_every=1))
+    acc = {p.step: p.test_acc for p in dense.curve}
+    # a target first crossed strictly inside a coarse window whose end is also at or above it
+    cases = [(t, k) for t in sorted(set(acc.values()))
+             for k in [next(s for s in range(1, steps + 1) if acc[s] >= t)]
+             if k % coarse and acc[min(steps, -(-k // coarse) * coarse)] >= t]
+    assert cases, f"no target crossed mid-window in {acc}"
+    target, k = cases[len(cases) // 2]
+    o = run(learnable, sched, cfg(max_steps=steps, eval_every=coarse, fine_eval_every=1, target_acc=target))
+    assert o.status == "reached" and o.reached_at is not None and o.reached_at.step == k
+    assert o.reached_at.test_acc == acc[k]  # the weights of step k, as the dense run saw them
+    window_end = -(-k // coarse) * coarse
+    steps_seen = [p.step for p in o.curve]
+    # coarse points, plus the window's points up to the crossing, in step order
+    assert steps_seen == sorted(steps_seen) and set(range(window_end - coarse + 1, k + 1)) <= set(steps_seen)
+    assert not set(range(k + 1, window_end)) & set(steps_seen)  # nothing after the crossing is evaluated
+    times = [p.train_time_s for p in o.curve]
+    assert times == sorted(times) and all(p.wall_time_s >= p.train_time_s for p in o.curve)
+    assert o.reached_at.train_time_s < next(p.train_time_s for p in o.curve if p.step == window_end)
+    losses = {p.step: p.train_loss for p in dense.curve}  # each point's loss: the steps since the one before
+    for before, p in zip(o.curve, o.curve[1:]):
+        if p.step > window_end - coarse:
+            want = sum(losses[s] for s in range(before.step + 1, p.step + 1)) / (p.step - before.step)
+            assert p.train_loss == pytest.approx(want, rel=1e-5), p.step
+    stopped = run(learnable, sched, cfg(max_steps=steps, eval_every=coarse, fine_eval_every=1, target_acc=target,
+                                        stop_at_target=True))
+    assert stopped.reached_at.step == k and stopped.steps_run == window_end  # it trained to the coarse point
+
+
+def test_without_a_target_or_once_reached_nothing_is_back_filled(learnable: Cifar10) -> None:
+    o = run(learnable, Constant(0.05), cfg(max_steps=12, eval_every=6, fine_eval_every=1))
+    assert [p.step for p in o.curve] == [6, 12]
+
+
+def test_checkpoints_at_most_once_per_interval_and_their_time_is_counted(data: Cifar10) -> None:
+    sched = OneCycle(0.05, 0.5, 11)
+    every: list[int] = []
+    o = run(data, sched, cfg(max_steps=11, eval_every=2), on_checkpoint=lambda s: every.append(s.step))
+    assert every == [2, 4, 6, 8, 10] and o.checkpoint_time_s >= 0
+    spaced: list[int] = []
+    run(data, sched, cfg(max_steps=11, eval_every=2, checkpoint_interval_s=3600),
+        on_checkpoint=lambda s: spaced.append(s.step))
+    assert spaced == []  # the trial is far shorter than the interval
+
+    def slow(state: TrialState) -> None:
+        time.sleep(0.05)
+    timed = run(data, sched, cfg(max_steps=11, eval_every=2), on_checkpoint=slow)
+    assert timed.checkpoint_time_s >= 5 * 0.05
+    assert timed.curve[-1].wall_time_s >= timed.train_time_s + timed.checkpoint_time_s  # in the wall clock only

@@ -158,11 +158,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]{notice}[/yellow]")
     console.print(line)
     _announce_bound(plan, args, console)
-    build.prepare(device)
+    float32 = build.prepare(device, settings.precision)
     folder = RunFolder(make_run_dir(out, device))
     console.print(f"run folder: {folder.path}")
     env = {"run_id": folder.run_id, "kind": "lr_find", "state": "running", "env": fingerprint(),
-           "config": resolved_dict(cfg), "lr_find": plan.to_json(), "ramps": {}}
+           "config": resolved_dict(cfg), "lr_find": plan.to_json(), "ramps": {}, "float32_precision": float32}
     folder.write_env(env)
     tests: list[lr_find.RangeTest] = []
     try:

@@ -41,7 +41,7 @@ from sc_fast.data import Cifar10, load
 from sc_fast.distributed import World
 from sc_fast.env import fingerprint
 from sc_fast.pipeline import make_pipeline
-from sc_fast.train import EvalPoint, TrialOutcome, TrialState, train_trial
+from sc_fast.train import EvalPoint, TrialOutcome, TrialState, float32_math, train_trial
 
 HELP = "time-to-target trials"
 
@@ -61,7 +61,9 @@ class Plan:
     world_size: int = 1  # ranks under torchrun; each trial's batch_size is the global batch
 
     def pairs(self) -> list[tuple[TrialSpec, int]]:
-        return [(t, s) for t in self.trials for s in self.seeds]
+        """Seed by seed, every trial of a seed before the next seed: a run cut short (a time limit)
+        still has every schedule, with as many seeds as fitted."""
+        return [(t, s) for s in self.seeds for t in self.trials]
 
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile, "trials": [asdict(t) for t in self.trials],
@@ -151,7 +153,8 @@ def trial_row(run_id: str, spec: TrialSpec, seed: int, plan: Plan, outcome: Tria
         train_time_s=o.train_time_s if o else nan, compile_time_s=o.compile_time_s if o else nan,
         eval_time_s=o.eval_time_s if o else nan,
         train_imgs_per_s=o.train_images / o.train_time_s if o and o.train_time_s > 0 else nan,
-        steps_run=o.steps_run if o else 0, error=error, world_size=plan.world_size, resumed=resumed)
+        steps_run=o.steps_run if o else 0, error=error, world_size=plan.world_size, resumed=resumed,
+        checkpoint_time_s=o.checkpoint_time_s if o else None, float32_precision=float32_math(s.precision))
 
 
 def curve_rows(run_id: str, spec: TrialSpec, seed: int, outcome: TrialOutcome) -> list[CurveRow]:
@@ -311,7 +314,7 @@ def _new(args: argparse.Namespace, console: Console, where: Where) -> tuple[Path
         console.print(f"[yellow]{notice}[/yellow]")
     settings, line = build.device_settings(cfg, device)
     console.print(line)
-    build.check_split(trials, where.world, settings)
+    build.check_ranks(where.world, [(f"trial {t.name!r}", t.batch_size, settings.compile) for t in trials])
     seeds = tuple(dict.fromkeys(args.seed or range(args.seeds or profile.seeds)))
     plan = Plan(profile=profile.name, trials=tuple(trials), seeds=seeds,
                 target=profile.target if args.target is None else args.target,
@@ -369,8 +372,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
     extra["world"] = world_record(where)
     console.print(f"run folder: {run_dir}" + (f" ({where.world.size} ranks)" if where.world.size > 1 else ""))
     try:
+        extra["float32_precision"] = build.prepare(where.device, plan.settings.precision)
         write_env(run_dir, cfg, plan, "running", extra, where.world)
-        build.prepare(where.device)
         rows = execute(run_dir, plan, data, console, where, cfg)
     except KeyboardInterrupt:
         write_env(run_dir, cfg, plan, "interrupted", world=where.world)

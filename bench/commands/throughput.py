@@ -37,6 +37,7 @@ measured or written).
 import argparse
 import gc
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,15 +62,17 @@ from sc_fast.env import fingerprint
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
 from sc_fast.profile import profile_steps
 from sc_fast.throughput import Measurement, Work, measure, reset_peak_memory, synthetic_batch, training_step
-from sc_fast.train import batch_stream
+from sc_fast.train import batch_stream, float32_math, set_float32_math
 
 HELP = "step-throughput cases and regression gate"
+TIMED_OUT = "timed_out"  # a case's status when a signal (a time limit) ended it mid-measurement
 PARENTS = (config_flags, device_flags)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--case", action="append", help="measure only this case (repeatable); the baseline always runs")
     p.add_argument("--steps", type=positive_int, help="timed steps per repeat")
+    p.add_argument("--batch-size", type=positive_int, help="every case at this (global) batch size instead of its own")
     p.add_argument("--warmup", type=non_negative_int, help="untimed steps before timing")
     p.add_argument("--repeats", type=positive_int, help="timed repeats per case; medians are compared")
     p.add_argument("--baseline", metavar="RUN_DIR", help="an earlier throughput run to compare with")
@@ -96,13 +99,15 @@ class Case:
     model: bool  # false: the pipeline alone
     device: str | None  # the device type it is meant for; None: any
     steps: int  # timed steps per repeat
+    matrix: bool = True  # false: measured only when --case names it (older env.json files lack it)
 
     def skip_reason(self, device: torch.device, world_size: int = 1) -> str | None:
+        """Why the matrix skips this case here, or None (named by --case, a rank problem is refused)."""
         if self.device and self.device != device.type:
             return f"meant for {self.device} only (bench.toml throughput.cases.{self.name}.device)"
         if world_size > 1 and self.pipeline == "torchvision":
             return "the torchvision reference loader is single-process"
-        return None
+        return build.rank_problem(world_size, self.batch_size, self.compile)
 
 
 @dataclass(frozen=True)
@@ -115,25 +120,34 @@ class Settings:
 
 # ---- the case matrix --------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Forced:
+    """Flags that override every case: --steps and --batch-size (None: the case's own)."""
+
+    steps: int | None = None
+    batch_size: int | None = None
+
+
 def resolve_case(name: str, raw: dict[str, Any], defaults: DeviceSettings, steps: int,
-                 forced_steps: int | None, path: Path) -> Case:
-    """Omitted keys from the device defaults; --steps beats the case's steps, which beat the run's."""
+                 forced: Forced, path: Path) -> Case:
+    """Omitted keys from the device defaults; --steps beats the case's steps, which beat the run's;
+    --batch-size beats the case's batch size."""
     where = f"{path}: throughput.cases.{name}"
     if "batch_size" not in raw:
         raise ConfigError(f"{where}: missing key batch_size")
     pipeline, model = raw.get("pipeline", "synthetic"), raw.get("model", True)
     if not model and pipeline == "synthetic":
         raise ConfigError(f"{where}: model = false measures a pipeline; pipeline must not be synthetic")
-    return Case(name=name, description=raw.get("description", ""), batch_size=raw["batch_size"],
+    return Case(name=name, description=raw.get("description", ""), batch_size=forced.batch_size or raw["batch_size"],
                 precision=raw.get("precision", defaults.precision),
                 channels_last=raw.get("channels_last", defaults.channels_last),
                 compile=raw.get("compile", defaults.compile) if model else "off",
                 pipeline=pipeline, model=model, device=raw.get("device"),
-                steps=forced_steps or raw.get("steps", steps))
+                steps=forced.steps or raw.get("steps", steps), matrix=raw.get("matrix", True))
 
 
 def plan_cases(cfg: Config, defaults: DeviceSettings, requested: list[str] | None, s: Settings,
-               forced_steps: int | None = None) -> list[Case]:
+               forced: Forced = Forced()) -> list[Case]:
     """The cases to run, baseline first; unknown names are a usage error."""
     base = cfg.throughput.get("baseline_case", "baseline")
     if base not in cfg.cases:
@@ -142,11 +156,11 @@ def plan_cases(cfg: Config, defaults: DeviceSettings, requested: list[str] | Non
         if n not in cfg.cases:
             raise UsageError(f"--case {n}: unknown case (known: {', '.join(cfg.cases)})")
     # every case is resolved, picked or not: a bad case fails every run, not only the one naming it
-    cases = {n: resolve_case(n, dict(raw), defaults, s.steps, forced_steps, cfg.path)
+    cases = {n: resolve_case(n, dict(raw), defaults, s.steps, forced, cfg.path)
              for n, raw in cfg.cases.items()}
     if not cases[base].model or cases[base].device:
         raise ConfigError(f"{cfg.path}: throughput.baseline_case {base!r} must train (model = true) on any device")
-    names = requested or cfg.throughput.get("default_cases") or list(cfg.cases)
+    names = requested or cfg.throughput.get("default_cases") or [n for n, c in cases.items() if c.matrix]
     return [cases[base]] + [cases[n] for n in dict.fromkeys(names) if n != base]
 
 
@@ -168,6 +182,7 @@ def build_work(case: Case, where: Where, data: Cifar10 | None) -> Work:
     device, world = where.device, where.world
     settings = DeviceSettings(precision=case.precision, channels_last=case.channels_last, compile=case.compile,
                               warmup_steps=0)
+    set_float32_math(case.precision)  # process-wide: IEEE float32 unless the case is tf32
     model = build.replicate(build.model(None, settings, device), None, world, device)
     step = training_step(model, build.train_config(None, settings), device) if case.model else None
     if case.pipeline == "synthetic":
@@ -192,7 +207,8 @@ def case_row(run_id: str, case: Case, where: Where, s: Settings, m: Measurement 
         step_ms_p10=m.step_ms(10) if m else None, step_ms_p90=m.step_ms(90) if m else None,
         ratio_to_baseline=None, model=case.model, warmup=s.warmup, repeats=s.repeats,
         warmup_s=m.warmup_s if m else None, peak_mem_mib=m.peak_mem_mib if m else None,
-        status=status, error=error, baseline_imgs_per_s=None, delta=None)
+        status=status, error=error, baseline_imgs_per_s=None, delta=None,
+        float32_precision=float32_math(case.precision))
 
 
 def step_rows(case: str, m: Measurement | None) -> list[StepTimeRow]:
@@ -433,11 +449,21 @@ def measure_all(run_dir: Path, cases: list[Case], where: Where, s: Settings, dat
                 console: Console, done: Progress = NOTHING_YET) -> Progress:
     """Runs the cases in order after those ``done``, rewriting the folder's CSVs after each (a kill
     keeps what finished); under torchrun every rank measures, rank 0 writes."""
+    total = len(done.rows) + len(cases)
     for i, case in enumerate(cases, len(done.rows) + 1):
-        console.print(f"[{i}/{len(done.rows) + len(cases)}] {case.name}: {case.pipeline}, {case.precision}, "
+        console.print(f"[{i}/{total}] {case.name}: {case.pipeline}, {case.precision}, "
                       f"{'channels_last' if case.channels_last else 'NCHW'}, compile {case.compile}, "
                       f"batch {case.batch_size}, {case.steps} steps{'' if case.model else ', pipeline only'}")
-        row, m, profiled, top = run_case(run_dir.name, case, where, s, data, run_dir)
+        t0 = time.perf_counter()
+        try:
+            row, m, profiled, top = run_case(run_dir.name, case, where, s, data, run_dir)
+        except KeyboardInterrupt:  # SIGTERM (a time limit) or Ctrl-C inside the case: say so in its row
+            cut = case_row(run_dir.name, case, where, s, None, TIMED_OUT,
+                           f"cut off by a signal after {time.perf_counter() - t0:.0f} s; --resume does not retry it")
+            if where.world.is_main:
+                cut_off = Progress(with_ratios(done.rows + [cut]), done.steps, done.profiles, done.ops)
+                cut_off.write(run_dir, bool(s.trace))
+            raise
         release(case, where.device)
         done = Progress(with_ratios(done.rows + [row]), {**done.steps, case.name: step_rows(case.name, m)},
                         done.profiles + ([profiled] if profiled else []), done.ops + top)
@@ -500,8 +526,9 @@ def _new(args: argparse.Namespace, console: Console) -> Job:
     console = console if world.is_main else Console(quiet=True)
     s = settings(cfg, args, device.type)
     defaults, line = build.device_settings(cfg, device)
-    cases = plan_cases(cfg, defaults, args.case, s, args.steps)
-    check_split(cases, where)
+    cases = plan_cases(cfg, defaults, args.case, s, Forced(args.steps, args.batch_size))
+    build.check_ranks(world, [(f"case {c.name!r}", c.batch_size, c.compile) for c in cases
+                              if c.name in (args.case or []) and (not c.device or c.device == device.type)])
     fp = fingerprint()
     name = device_name(fp, device)
     baseline = load_baseline(Path(args.baseline)) if args.baseline else None
@@ -516,15 +543,16 @@ def _new(args: argparse.Namespace, console: Console) -> Job:
            "settings": asdict(s), "defaults": asdict(defaults), "cases": [asdict(c) for c in cases], "env": fp,
            "config": resolved_dict(cfg), "world": world_record(where), "data_dir": str(data_dir or ""),
            "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
-                                                  "max_regression": args.max_regression}}
-    build.prepare(device)
+                                                  "max_regression": args.max_regression},
+           "float32_precision": {c.name: float32_math(c.precision) for c in cases}}  # set per case
+    build.prepare(device, defaults.precision)
     ranks = f" on {world.size} ranks (img/s: the job's, batch: global)" if world.size > 1 else ""
     console.print(f"{line}\nrun folder: {run_dir}\n{name}{ranks}: {len(cases)} cases, each {s.warmup} warm-up "
                   f"steps, then {s.repeats} repeats of {s.steps} timed steps (unless the case sets its own)")
     return Job(run_dir, env, where, s, cases, NOTHING_YET, data, baseline, args.max_regression)
 
 
-PLAN_FLAGS = ("case", "steps", "warmup", "repeats", "trace", "baseline")
+PLAN_FLAGS = ("case", "steps", "batch_size", "warmup", "repeats", "trace", "baseline")
 
 
 def _reopen(args: argparse.Namespace, console: Console) -> Job:
@@ -549,20 +577,11 @@ def _reopen(args: argparse.Namespace, console: Console) -> Job:
     cfg = config_mod.load(args.config or recorded_config(env))
     data = load(locate_data(cfg, args.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
     b = env.get("baseline") or {}
-    build.prepare(device)
+    build.prepare(device, "fp32")  # each case sets its own float32 math (build_work)
     if world.is_main:
         console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
     return Job(folder.path, env, where, Settings(**env["settings"]), todo, done, data,
                load_baseline(Path(b["path"])) if b else None, b.get("max_regression", args.max_regression))
-
-
-def check_split(cases: list[Case], where: Where) -> None:
-    """UsageError naming the first case whose global batch does not split evenly over the ranks."""
-    for c in cases:
-        if where.world.size > 1 and not c.skip_reason(where.device, where.world.size) \
-                and c.batch_size % where.world.size:
-            raise UsageError(f"case {c.name!r}: batch_size {c.batch_size} does not split evenly over "
-                             f"{where.world.size} ranks")
 
 
 def with_scaling(rows: list[ThroughputRow], b: Baseline) -> list[ThroughputRow]:
