@@ -6,6 +6,7 @@ finished run exactly as the run itself did. Range tests render in ``bench.report
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ matplotlib.use("Agg")  # files only; no display on benchmark machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -51,29 +54,102 @@ def trial_summary(trials: pd.DataFrame) -> pd.DataFrame:
 
 def _fmt(v: Any, digits: int = 1, pct: bool = False) -> str:
     """A table cell: numbers rounded (or as signed percentages), missing values as '-'."""
-    if v is None or (isinstance(v, float) and pd.isna(v)):
+    if _missing(v):
         return "-"
     if isinstance(v, float):
         return f"{v:+.1%}" if pct else f"{v:,.{digits}f}"
     return str(v)
 
 
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, (float, np.floating)) and bool(pd.isna(v)))
+
+
+# ---- cell formats: one rule per column name or unit suffix ----------------------------------------
+
+def _count(v: Any) -> str:
+    # a column with an empty cell reads as floats (300.0); a median over an even number of seeds
+    # may fall between two steps, and then shows its half rather than hiding it
+    return f"{v:,.0f}" if float(v).is_integer() else f"{v:,.1f}"
+
+
+def _seconds(v: Any) -> str:
+    return f"{v:,.1f}"
+
+
+def _percent(v: Any) -> str:
+    return f"{v:.2%}"
+
+
+def _epochs(v: Any) -> str:
+    return f"{v:,.2f}"
+
+
+# Whole numbers, even where an empty cell (a target not reached) made the column float.
+COUNT_COLUMNS = frozenset({"seed", "batch_size", "max_steps", "steps_to_target", "steps_run", "steps",
+                           "world_size", "resumed", "rounds", "warmup", "repeats", "rank"})
+# (suffix, format), first match wins: rates end in _per_s too, so they come before seconds
+SUFFIX_FORMATS = (("_per_s", _seconds), ("_s", _seconds), ("_acc", _percent), ("epochs_to_target", _epochs))
+
+
+def column_format(column: str) -> Callable[[Any], str] | None:
+    """The format of ``column``'s numbers in every table (summary.md and the console), from its
+    name: counts as integers, seconds and rates to 0.1, accuracies in percent; None: by value."""
+    if column in COUNT_COLUMNS:
+        return _count
+    return next((f for suffix, f in SUFFIX_FORMATS if column.endswith(suffix)), None)
+
+
+def cell(column: str, v: Any, digits: int = 4) -> str:
+    """One table cell of ``column``: '-' when empty (a target not reached, a skipped case),
+    strings as they are (a '|' escaped, it would end the Markdown cell), numbers by
+    ``column_format``; other numbers: integers as such, floats to ``digits`` decimals."""
+    if _missing(v):
+        return "-"
+    if isinstance(v, str):
+        return v.replace("|", "\\|")
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    fmt = column_format(column)
+    if fmt is not None:
+        return fmt(v)
+    return _count(v) if isinstance(v, (int, np.integer)) else f"{v:,.{digits}f}"
+
+
+def formatted(df: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """``df`` as the strings its tables show (``cell`` per column); the index becomes a column."""
+    df = df.reset_index() if df.index.name else df
+    return pd.DataFrame({c: [cell(str(c), v, digits) for v in df[c]] for c in df.columns}, index=df.index)
+
+
+def _cells(df: pd.DataFrame, column: str) -> pd.Series:
+    """``df[column]`` as its table shows it (for tables that rename or join columns)."""
+    return df[column].map(lambda v: cell(column, v))
+
+
+def _with_unit(column: str, row: Any, unit: str) -> str:
+    text = cell(column, getattr(row, column))
+    return text if text == "-" else f"{text} {unit}"
+
+
 def summary_table(summary: pd.DataFrame, title: str) -> Table:
     t = Table(title=title)
-    for col in ("trial", "reached", "median time-to-target (s)", "median steps", "best acc", "img/s"):
+    shown = {"time_to_target_s": "median time-to-target (s)", "steps_to_target": "median steps",
+             "best_test_acc": "best acc", "train_imgs_per_s": "img/s"}
+    for col in ("trial", "reached", *shown.values()):
         t.add_column(col, justify="left" if col == "trial" else "right")
-    for name, r in summary.iterrows():
-        t.add_row(str(name), r.reached, _fmt(r.time_to_target_s), _fmt(r.steps_to_target, 0),
-                  _fmt(r.best_test_acc, 4), _fmt(r.train_imgs_per_s, 0))
+    text = formatted(summary)
+    for r in text.itertuples(index=False):
+        t.add_row(r.trial, r.reached, *(getattr(r, c) for c in shown))
     return t
 
 
 def markdown(df: pd.DataFrame, digits: int = 4) -> str:
-    """A plain Markdown table (no tabulate dependency)."""
-    df = df.reset_index() if df.index.name else df
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_fmt(v, digits) for v in row) + " |" for row in df.itertuples(index=False)]
+    """A plain Markdown table (no tabulate dependency), cells formatted by ``cell``."""
+    text = formatted(df, digits)
+    head = "| " + " | ".join(map(str, text.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in text.columns) + "|"
+    body = ["| " + " | ".join(row) + " |" for row in text.itertuples(index=False)]
     return "\n".join([head, rule, *body])
 
 
@@ -87,59 +163,131 @@ def schedule_lines(s: pd.DataFrame, schedule: Any) -> dict[str, tuple[np.ndarray
             "momentum": (steps, secs, np.array([schedule.momentum(int(i)) for i in steps]))}
 
 
-def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | None = None) -> None:
+CURVE_PANELS = (("lr", "learning rate"), ("momentum", "momentum"), ("train_loss", "train loss"),
+                ("test_acc", "test accuracy"))
+# a seed's first evaluation at or above the target: a dot in the seed's colour, edged to stand out on its line
+CROSSING = {"marker": "o", "markersize": 7, "markeredgecolor": "black", "markeredgewidth": 0.8,
+            "linestyle": "none", "zorder": 3}
+
+
+def crossing(curve: pd.DataFrame, target: float | None, row: Any = None) -> pd.DataFrame:
+    """The evaluation point (a row of one seed's ``curve``) where the seed first reached
+    ``target``; empty when it did not. With the seed's trial row it is the step the row records,
+    so figure and tables agree; without one (a seed cut short, another run's curve) the first
+    test accuracy at or above ``target``."""
+    curve = curve.sort_values("step")
+    if row is not None:
+        steps = row.steps_to_target
+        return curve.iloc[:0] if _missing(steps) else curve[curve.step == steps].head(1)
+    return curve.iloc[:0] if target is None else curve[curve.test_acc >= target].head(1)
+
+
+def mark_crossing(axes: Any, hit: pd.DataFrame, colour: str, label: str | None = None) -> None:
+    """``hit`` (from ``crossing``) on an accuracy panel against steps and one against seconds."""
+    if not len(hit):  # an empty line would still take a legend entry
+        return
+    for ax, x in zip(axes, ("step", "train_time_s"), strict=True):
+        ax.plot(hit[x], hit.test_acc, color=colour, label=label, **CROSSING)
+
+
+def draw_target(ax: Any, target: float) -> None:
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target * 100:g}%")
+
+
+def curves_figure(curves: pd.DataFrame, schedules: dict[str, Any] | None = None,
+                  trials: pd.DataFrame | None = None, target: float | None = None) -> Figure:
     """LR, momentum, training loss and test accuracy against steps (top) and training seconds
     (bottom); one colour per trial, one line per seed. LR and momentum are drawn per step when the
-    trial's schedule is given (``schedules``: trial name -> schedule), else at evaluation points."""
-    panels = [("lr", "learning rate"), ("momentum", "momentum"), ("train_loss", "train loss"),
-              ("test_acc", "test accuracy")]
-    fig, axes = plt.subplots(2, 4, figsize=(18, 8), squeeze=False)
+    trial's schedule is given (``schedules``: trial name -> schedule), else at evaluation points.
+    The accuracy panels draw the target (each trial's in ``trials``, else ``target``) and mark
+    each seed's first evaluation at it (``crossing``); the legend gives each trial's reach rate and
+    median steps, as the summary table does."""
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8.5), squeeze=False, layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    has_rows = trials is not None and len(trials) > 0
+    rows = {(r.trial, r.seed): r for r in trials.itertuples(index=False)} if has_rows else {}
+    targets = dict(trials.groupby("trial", sort=False).target_acc.first()) if has_rows else {}
+    labels = _trial_labels(trials) if has_rows else {}
+    marked = False
     for i, (trial, g) in enumerate(curves.groupby("trial", sort=False)):
+        colour = colours[i % len(colours)]
         for j, (seed, s) in enumerate(g.groupby("seed")):
             dense = schedule_lines(s, schedules[trial]) if schedules and trial in schedules else {}
-            for col, (y, _) in enumerate(panels):
+            for col, (y, _) in enumerate(CURVE_PANELS):
                 by_step, by_time, ys = dense.get(y, (s.step, s.train_time_s, s[y]))
                 for row, xs in enumerate((by_step, by_time)):
-                    axes[row][col].plot(xs, ys, color=colours[i % len(colours)], alpha=0.85,
-                                        label=trial if j == 0 else None)
+                    axes[row][col].plot(xs, ys, color=colour, alpha=0.85,
+                                        label=labels.get(trial, trial) if j == 0 else None)
+            hit = crossing(s, targets.get(trial, target), rows.get((trial, seed)))
+            mark_crossing(axes[:, 3], hit, colour)
+            marked = marked or len(hit) > 0
+    for t in sorted(set(targets.values()) or ({target} - {None})):
+        for ax in axes[:, 3]:
+            draw_target(ax, t)
+    _finish_curve_axes(fig, axes, marked)
+    return fig
+
+
+def _trial_labels(trials: pd.DataFrame) -> dict[str, str]:
+    """trial -> its legend entry: reach rate and median steps to target."""
+    def label(name: str, r: pd.Series) -> str:
+        steps = "" if _missing(r.steps_to_target) else f", median {cell('steps_to_target', r.steps_to_target)} steps"
+        return f"{name} ({r.reached} reached{steps})"
+    return {name: label(name, r) for name, r in trial_summary(trials).iterrows()}
+
+
+def _finish_curve_axes(fig: Figure, axes: Any, marked: bool) -> None:
+    """Axis labels, grids, log loss scale; the legend above the panels (inside one it would hide
+    curves or crossings), where a grey dot stands for the crossing markers when any was drawn."""
     for row, xlabel in enumerate(("step", "training seconds")):
-        for col, (_, ylabel) in enumerate(panels):
-            ax = axes[row][col]
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3)
-    axes[0][3].legend()
+        for col, (_, ylabel) in enumerate(CURVE_PANELS):
+            axes[row][col].set(xlabel=xlabel, ylabel=ylabel)
+            axes[row][col].grid(alpha=0.3)
+    handles, labels = axes[0][3].get_legend_handles_labels()
+    if marked:
+        handles.append(Line2D([], [], color="lightgrey", **CROSSING))
+        labels.append("first evaluation at target")
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 5), frameon=False)
     axes[0][2].set_yscale("log")
     axes[1][2].set_yscale("log")
-    fig.tight_layout()
+
+
+def plot_curves(curves: pd.DataFrame, path: Path, schedules: dict[str, Any] | None = None,
+                trials: pd.DataFrame | None = None, target: float | None = None) -> None:
+    """``curves_figure`` as a PNG at ``path``."""
+    save_figure(curves_figure(curves, schedules, trials, target), path)
+
+
+def save_figure(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
 
-def plot_accuracy(curves: dict[str, pd.DataFrame], target: float | None, path: Path, title: str) -> None:
+def accuracy_figure(curves: dict[str, pd.DataFrame], target: float | None, title: str) -> Figure:
     """Test accuracy against steps (left) and training seconds (right), one line per label (a trial
     of a run, one seed), for schedules run in different folders; where a line first reaches
     ``target`` a dot marks the step, which is the number to compare."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 5), squeeze=False, layout="constrained")
     for label, c in curves.items():
+        hit = crossing(c, target)
         c = c.sort_values("step")
-        hit = c[c.test_acc >= target].head(1) if target else c.iloc[:0]
-        for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True):
-            (line,) = ax.plot(c[x], c.test_acc, alpha=0.85,
-                              label=label + (f": {int(hit.step.iloc[0]):,} steps" if len(hit) else ""))
-            ax.plot(hit[x], hit.test_acc, "o", color=line.get_color())
+        lines = [ax.plot(c[x], c.test_acc, alpha=0.85,
+                         label=label + (f": {int(hit.step.iloc[0]):,} steps" if len(hit) else ""))[0]
+                 for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True)]
+        mark_crossing(axes[0], hit, lines[0].get_color())
     for ax, xlabel in zip(axes[0], ("step", "training seconds"), strict=True):
         if target:
-            ax.axhline(target, color="grey", linestyle="--", linewidth=1)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("test accuracy")
-        ax.set_ylim(0, 1)
+            draw_target(ax, target)
+        ax.set(xlabel=xlabel, ylabel="test accuracy", ylim=(0, 1))
         ax.grid(alpha=0.3)
     axes[0][0].legend(loc="lower right")
     fig.suptitle(title, fontsize=9)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-    plt.close(fig)
+    return fig
+
+
+def plot_accuracy(curves: dict[str, pd.DataFrame], target: float | None, path: Path, title: str) -> None:
+    """``accuracy_figure`` as a PNG at ``path``."""
+    save_figure(accuracy_figure(curves, target, title), path)
 
 
 def plan_schedules(env: dict[str, Any]) -> dict[str, Any]:
@@ -161,13 +309,14 @@ def render_run(run_dir: Path, console: Console | None) -> pd.DataFrame:
     hw = env.get("env", {})
     title = (f"{run_dir.name}: profile {plan.get('profile')} on {hw.get('gpu') or hw.get('cpu')} "
              f"({plan.get('pipeline')} pipeline, {plan.get('settings', {}).get('precision')}), "
-             f"target {plan.get('target')}")
+             f"target {_target_text(plan.get('target'))}")
     if console is not None and len(summary):
         print_wide(console, summary_table(summary, title))
     elif console is not None:
         console.print(f"{title}\nno trial has finished (state: {env.get('state')})")
     if len(curves):
-        plot_curves(curves, run_dir / "curves.png", plan_schedules(env))
+        plot_curves(curves, run_dir / "curves.png", plan_schedules(env), trials if len(trials) else None,
+                    plan.get("target"))
     lines = [f"# {title}", "", f"State: {env.get('state')}", ""]
     if env.get("overrides"):  # `run --set`: the trials differ from bench.toml's by these
         lines += ["Overrides (`--set`): " + ", ".join(f"`{k}={v}`" for k, v in env["overrides"].items()), ""]
@@ -180,6 +329,10 @@ def render_run(run_dir: Path, console: Console | None) -> pd.DataFrame:
     lines += ["## Environment", "", "```json", _env_text(env), "```", ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
     return summary
+
+
+def _target_text(target: Any) -> str:
+    return f"{target * 100:g}%" if isinstance(target, (int, float)) else str(target)
 
 
 def _env_text(env: dict[str, Any]) -> str:
@@ -213,16 +366,16 @@ def throughput_display(df: pd.DataFrame, limit: float | None,
              for p, cl, c in zip(df.precision, df.channels_last, df.compile, strict=True)]
     out = pd.DataFrame({
         "case": df.case, "pipeline": df.pipeline.where(df.model, df.pipeline + " alone"),
-        "setup": setup, "batch": df.batch_size.astype(str), "steps": df.steps.astype(str),
-        "img/s": df.imgs_per_s.map(_fmt), "x base": df.ratio_to_baseline.map(lambda v: _fmt(v, 2)),
+        "setup": setup, "batch": _cells(df, "batch_size"), "steps": _cells(df, "steps"),
+        "img/s": _cells(df, "imgs_per_s"), "x base": df.ratio_to_baseline.map(lambda v: _fmt(v, 2)),
         "step ms": df.step_ms_median.map(_fmt),
         "p10-p90 ms": [f"{_fmt(a)}-{_fmt(b)}" if a is not None and not pd.isna(a) else "-"
                        for a, b in zip(df.step_ms_p10, df.step_ms_p90, strict=True)],
-        "warm-up s": df.warmup_s.map(_fmt), "peak MiB": df.peak_mem_mib.map(lambda v: _fmt(v, 0)),
+        "warm-up s": _cells(df, "warmup_s"), "peak MiB": df.peak_mem_mib.map(lambda v: _fmt(v, 0)),
         "status": df.status,
     })
     if (df.world_size > 1).any():  # torchrun: img/s is the job's
-        out["ranks"] = df.world_size.astype(str)
+        out["ranks"] = _cells(df, "world_size")
         out["img/s per device"] = df.imgs_per_s_per_device.map(_fmt)
     if df.scaling_efficiency.notna().any():
         out["baseline img/s"] = df.baseline_imgs_per_s.map(_fmt)
@@ -300,7 +453,7 @@ def profile_lines(run_dir: Path, n: int = 10) -> list[str]:
         return []
     p = frame(read_rows(run_dir / "profile.csv", ProfileRow), ProfileRow)
     ops = frame(read_rows(run_dir / "profile_ops.csv", ProfileOpRow, missing_ok=True), ProfileOpRow)
-    shown = pd.DataFrame({"case": p.case, "steps": p.steps.astype(str), "step ms": p.step_ms.map(_fmt),
+    shown = pd.DataFrame({"case": p.case, "steps": _cells(p, "steps"), "step ms": p.step_ms.map(_fmt),
                           "issue ms": p.issue_ms.map(_fmt), "kernel ms": p.kernel_ms.map(_fmt),
                           "kernels/step": p.kernels_per_step.map(lambda v: _fmt(v, 0)),
                           "device busy": p.device_busy.map(_pct), "trace": p.trace})
@@ -359,13 +512,14 @@ def suite_headline(s: SuiteFiles) -> pd.DataFrame:
     ok = s.throughput[(s.throughput.status == "ok") & s.throughput.model.astype(bool)] if len(s.throughput) else []
     if len(ok):
         best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
-        rows.append(("best img/s", f"{best.imgs_per_s:,.0f}", f"case {best.case}, batch {best.batch_size}"))
+        rows.append(("best img/s", f"{best.imgs_per_s:,.0f}",
+                     f"case {best.case}, batch {cell('batch_size', best.batch_size)}"))
         rows += _profile_headline(s.parts["throughput"], best.case)
     for name, r in (trial_summary(s.trials).iterrows() if len(s.trials) else []):
-        rows.append((f"time to {r.target_acc:.0%}: {name}", _fmt(r.time_to_target_s) + " s",
-                     f"reached {r.reached}, median {_fmt(r.steps_to_target, 0)} steps"))
+        rows.append((f"time to {_target_text(r.target_acc)}: {name}", _with_unit("time_to_target_s", r, "s"),
+                     f"reached {r.reached}, median {cell('steps_to_target', r.steps_to_target)} steps"))
     if len(s.trials):
-        rows.append(("compile time (median)", _fmt(s.trials.compile_time_s.median()) + " s",
+        rows.append(("compile time (median)", cell("compile_time_s", s.trials.compile_time_s.median()) + " s",
                      "warm-up, off the clock"))
     if "lr-find" in s.parts:
         lf_env = read_json(s.parts["lr-find"] / "env.json")
@@ -421,7 +575,7 @@ def render_suite(suite_dir: Path, console: Console | None) -> pd.DataFrame:
 def ab_display(df: pd.DataFrame) -> pd.DataFrame:
     """ab.csv as the strings shown in the table and summary.md."""
     return pd.DataFrame({
-        "case": df.case, "rounds": df.rounds.astype(str), "REV img/s": df.imgs_per_s_rev.map(_fmt),
+        "case": df.case, "rounds": _cells(df, "rounds"), "REV img/s": df.imgs_per_s_rev.map(_fmt),
         "tree img/s": df.imgs_per_s_tree.map(_fmt), "tree/REV": df.ratio.map(lambda v: _fmt(v, 3)),
         "95% CI": [f"{_fmt(a, 3)}-{_fmt(b, 3)}" if a is not None and not pd.isna(a) else "-"
                    for a, b in zip(df.ci_low, df.ci_high, strict=True)],

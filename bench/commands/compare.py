@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import EXIT_OK, UsageError, check_writable
-from bench.report import frame, plot_accuracy, print_wide, suite_parts, trial_summary
+from bench.report import cell, frame, plot_accuracy, print_wide, suite_parts, trial_summary
 from bench.results import CurveRow, RunError, RunFolder, ThroughputRow, TrialRow, cpu_label, read_rows
 
 HELP = "put runs from different GPUs or commits side by side"
@@ -118,11 +118,13 @@ def throughput_side_by_side(runs: list[Run]) -> pd.DataFrame:
 
 # ---- rendering -----------------------------------------------------------------------------------
 
-def _cell(v: Any, ratio: bool) -> str:
+def _cell(v: Any, ratio: bool, column: str = "") -> str:
     if isinstance(v, str):
         return v
     if v is None or pd.isna(v):
         return "-"
+    if column.startswith("steps_to_target"):  # a count, as in summary.md (a median may end in .5)
+        return cell("steps_to_target", v)
     return f"{v:.2f}" if ratio else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}"
 
 
@@ -134,7 +136,7 @@ def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
         name = col.replace("time_to_target_s", "median s").replace("steps_to_target", "steps")
         t.add_column(name.replace("imgs_per_s", "img/s"), justify="right")
     for name, row in wide.iterrows():
-        t.add_row(str(name), *(_cell(v, r) for v, r in zip(row, ratios, strict=True)))
+        t.add_row(str(name), *(_cell(v, r, c) for v, r, c in zip(row, ratios, wide.columns, strict=True)))
     return t
 
 
