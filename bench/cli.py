@@ -1,9 +1,9 @@
 """The CLI entry of ``python -m bench``: builds the parser from the command modules and maps what
-they raise to exit codes. Nothing in bench/ imports this module (SPEC, Layout).
+they raise to exit codes. Nothing in bench/ imports this module (docs/reference.md, "Layout").
 
-Exit codes (SPEC): 0 done; 1 a trial errored or a throughput regression exceeded its limit; 2 usage,
-config or data error (one line, no traceback, nothing written); 130 interrupted (finished work
-kept; ``--resume`` goes on).
+Exit codes (docs/reference.md, "Exit codes"): 0 done; 1 a trial errored or a throughput regression
+exceeded its limit; 2 usage, config or data error (one line, no traceback, nothing written); 130
+interrupted (finished work kept; ``--resume`` goes on).
 """
 
 import argparse

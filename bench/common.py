@@ -54,7 +54,8 @@ def error_text(e: BaseException) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one-line UsageErrors (SPEC: exit 2, one line)."""
+    """An ArgumentParser whose errors are one-line UsageErrors (docs/reference.md, "Exit codes":
+    exit 2, one line)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)

@@ -79,9 +79,9 @@ class CurveRow:
 
 @dataclass(frozen=True)
 class LrFindRow:
-    """One step of an LR range test (lr_find.csv): SPEC's four columns first. ``ramp`` tells the
-    exponential (fastai) test from the linear (paper) one; test_* only on the linear test's
-    evaluation steps, empty elsewhere."""
+    """One step of an LR range test (lr_find.csv): the four columns docs/reference.md ("Results")
+    lists first. ``ramp`` tells the exponential (fastai) test from the linear (paper) one; test_*
+    only on the linear test's evaluation steps, empty elsewhere."""
 
     step: int
     lr: float
@@ -94,9 +94,9 @@ class LrFindRow:
 
 @dataclass(frozen=True)
 class ThroughputRow:
-    """One throughput case (throughput.csv): SPEC's columns first. Metrics are empty unless
-    ``status`` is ok; baseline_imgs_per_s and delta (img/s vs the baseline run's, -0.05 = 5%
-    slower) only when the run was compared with ``--baseline``."""
+    """One throughput case (throughput.csv): the columns docs/reference.md ("Results") lists first.
+    Metrics are empty unless ``status`` is ok; baseline_imgs_per_s and delta (img/s vs the baseline
+    run's, -0.05 = 5% slower) only when the run was compared with ``--baseline``."""
 
     run_id: str
     case: str

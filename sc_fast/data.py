@@ -1,7 +1,7 @@
 """CIFAR-10: find it, download it if allowed, load and check it.
 
-Lookup order (SPEC): an explicit root, then ``$SC_FAST_DATA``, then the user cache folder.
-A root may be the ``cifar-10-batches-py`` folder itself or a folder that holds it.
+Lookup order (docs/reference.md, "Data"): an explicit root, then ``$SC_FAST_DATA``, then the user
+cache folder. A root may be the ``cifar-10-batches-py`` folder itself or a folder that holds it.
 Arrays come back as uint8 NHWC on the host; pipelines move them to the training device.
 """
 

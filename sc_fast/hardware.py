@@ -1,5 +1,5 @@
 """What a device can do, asked of torch and the system: the facts the "auto" execution defaults
-are resolved from (SPEC: Execution defaults).
+are resolved from (docs/reference.md, "Defaults, and why").
 
 - bf16: a GPU says so itself (``torch.cuda.is_bf16_supported``). On a CPU bf16 autocast always
   *runs*, but only AVX512-BF16 or AMX compute it natively; without them oneDNN emulates it and a

@@ -1,5 +1,6 @@
 """`python -m bench run` / `report` end to end, as subprocesses: the run folder has every file and
-column SPEC.md promises. Runs on the CPU with a tiny profile appended to a copy of bench.toml."""
+column docs/reference.md ("Results") promises. Runs on the CPU with a tiny profile appended to a
+copy of bench.toml."""
 
 import csv
 import hashlib
@@ -17,7 +18,7 @@ from bench import config as config_mod
 REPO = Path(__file__).resolve().parent.parent
 PNG = b"\x89PNG\r\n\x1a\n"
 
-# Copied from SPEC.md ("Results"), not from bench/results.py: the test pins the contract.
+# Copied from docs/reference.md ("Results"), not from bench/results.py: the test pins the contract.
 TRIAL_COLUMNS = """run_id, trial, schedule, seed, device, pipeline, precision, channels_last, compile,
   batch_size, max_steps, target_acc, status, time_to_target_s, steps_to_target,
   epochs_to_target, wall_to_target_s, best_test_acc, final_test_acc, train_time_s,

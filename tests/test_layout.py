@@ -1,6 +1,6 @@
-"""The layout SPEC promises, checked on the source: imports point one way (no cycles among the
-modules of bench/ and sc_fast/, counting imports inside functions and modules named in importlib
-strings), nothing imports the CLI entry, and sc_fast stays a library."""
+"""The layout docs/reference.md ("Layout") promises, checked on the source: imports point one way
+(no cycles among the modules of bench/ and sc_fast/, counting imports inside functions and modules
+named in importlib strings), nothing imports the CLI entry, and sc_fast stays a library."""
 
 import ast
 import re

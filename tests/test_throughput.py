@@ -36,7 +36,7 @@ from sc_fast.hardware import probe
 from sc_fast.throughput import Measurement, measure
 
 REPO = Path(__file__).resolve().parent.parent
-# Copied from SPEC.md ("Results"): the test pins the contract, not bench/results.py.
+# Copied from docs/reference.md ("Results"): the test pins the contract, not bench/results.py.
 SPEC_COLUMNS = ["run_id", "case", "device", "pipeline", "precision", "channels_last", "compile", "batch_size",
                 "steps", "imgs_per_s", "step_ms_median", "step_ms_p10", "step_ms_p90", "ratio_to_baseline"]
 
