@@ -24,9 +24,11 @@ from rich.table import Table  # noqa: E402
 
 from bench import report_lr_find  # noqa: E402
 from bench.config import TrialSpec  # noqa: E402
+from bench.report_roofline import RooflinePoint, plot_roofline  # noqa: E402
 from bench.results import (AbRow, CurveRow, LrFindRow, ProfileOpRow, ProfileRow, RunError, RunFolder,  # noqa: E402
                            ThroughputRow, TrialRow, atomic_write, atomic_write_text, columns, cpu_label, read_json,
                            read_rows)
+from sc_fast.ceilings import Ceilings  # noqa: E402
 
 
 def frame(rows: list[Any], cls: type) -> pd.DataFrame:
@@ -374,6 +376,11 @@ def throughput_display(df: pd.DataFrame, limit: float | None,
         "warm-up s": _cells(df, "warmup_s"), "peak MiB": df.peak_mem_mib.map(lambda v: _fmt(v, 0)),
         "status": df.status,
     })
+    if df.gflop_per_img.notna().any():  # the cost and how close to the machine (bench/cases.py)
+        out["GFLOP/img"] = df.gflop_per_img.map(lambda v: _fmt(v, 3))
+        out["FLOP/B"] = df.flop_per_byte.map(lambda v: _fmt(v, 1))
+        out["TFLOP/s"] = df.tflops.map(lambda v: _fmt(v, 3))
+        out["MFU"] = df.mfu.map(lambda v: "-" if v is None or pd.isna(v) else f"{v:.1%}")
     if (df.world_size > 1).any():  # torchrun: img/s is the job's
         out["ranks"] = _cells(df, "world_size")
         out["img/s per device"] = df.imgs_per_s_per_device.map(_fmt)
@@ -425,10 +432,33 @@ def render_throughput(run_dir: Path, console: Console | None) -> pd.DataFrame:
         test = base.get("test", "medians only")
         lines += [f"Compared with baseline run `{base.get('run_id')}`; a case slower by more than "
                   f"{limit:.0%} is a regression (test: {test}).", ""]
-    lines += [markdown(shown), "", *notes, "", *profile_lines(run_dir),
+    lines += [markdown(shown), "", *notes, "", *ceiling_lines(run_dir, env, df), *profile_lines(run_dir),
               "## Environment", "", "```json", _env_text(env), "```", ""]
     atomic_write_text(run_dir / "summary.md", "\n".join(lines))
     return df
+
+
+def ceiling_lines(run_dir: Path, env: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """summary.md's ceilings section, and roofline.png: every measured case against the device's
+    measured matmul and memory roofs (nothing for runs from before ceilings were measured)."""
+    measured = (env.get("ceilings") or {}).get("measured")
+    if not measured:
+        return []
+    c, sheet = Ceilings.from_json(measured), (env.get("ceilings") or {}).get("datasheet")
+    rows = [(f"matmul {p}", f"{t:,.3g} TFLOP/s", f"{sheet['matmul_tflops'].get(p, '-')}" if sheet else "-")
+            for p, t in c.matmul_tflops.items()]
+    rows.append(("memory (copy, read + write)", f"{c.bandwidth_gb_s:,.1f} GB/s",
+                 f"{sheet['bandwidth_gb_s']:,.0f}" if sheet else "-"))
+    head = f"datasheet ({sheet['name']})" if sheet else "datasheet"
+    table = pd.DataFrame(rows, columns=["ceiling", "measured", head])
+    points = [RooflinePoint(r.case, r.precision, r.flop_per_byte, r.tflops) for r in df.itertuples()
+              if r.status == "ok" and r.tflops is not None and not pd.isna(r.tflops)]
+    if points:
+        plot_roofline(points, c, run_dir / "roofline.png", f"{run_dir.name}: {c.device_name}")
+    return ["## Ceilings", "", f"Measured in this run (matmul n = {c.matmul_n:,}, median of repeats; copy of "
+            f"{c.copy_bytes / 2**20:,.0f} MiB). MFU = a case's model TFLOP/s over the matmul ceiling at its "
+            "precision. FLOP/B uses the eager estimate of bytes moved (every op's inputs and outputs).", "",
+            markdown(table), "", *(["![roofline](roofline.png)", ""] if points else [])]
 
 
 # ---- step profiles (`bench throughput --trace`) -------------------------------------------------

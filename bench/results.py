@@ -127,7 +127,12 @@ class ThroughputRow:
     imgs_per_s_per_device: float | None = None
     scaling_efficiency: float | None = None  # vs a --baseline run of another world size: per-device img/s ratio
     float32_precision: str = ""  # ieee | tf32: the math of float32 convolutions and matmuls (empty: not recorded)
-
+    # A model case's cost per image (sc_fast.flops, counted once off the clock) and what it achieved:
+    gflop_per_img: float | None = None  # forward + backward model FLOPs (convolutions and matmuls)
+    mbytes_per_img: float | None = None  # eager estimate of bytes moved (every op's inputs and outputs), 1e6 bytes
+    flop_per_byte: float | None = None  # arithmetic intensity on that estimate
+    tflops: float | None = None  # achieved model TFLOP/s of one device (imgs_per_s_per_device x gflop_per_img)
+    mfu: float | None = None  # tflops over the run's measured matmul ceiling at the case's precision
 
 
 @dataclass(frozen=True)

@@ -104,14 +104,18 @@ def supported(device: torch.device, precisions: tuple[str, ...] | list[str]) -> 
 
 @contextlib.contextmanager
 def tf32_matmul(enabled: bool) -> Iterator[None]:
-    """TF32 for fp32 matmuls on or off (``set_float32_matmul_precision`` "high" or "highest"),
-    restored on exit. Process-wide: nothing else may run matmuls meanwhile."""
-    before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = enabled
+    """TF32 for float32 matmuls on or off, restored on exit. Process-wide: nothing else may run
+    matmuls meanwhile. torch >= 2.9 has ``fp32_precision`` (and refuses a mix of it with the older
+    ``allow_tf32`` flags, which sc_fast.train.set_float32_math no longer uses)."""
+    matmul = torch.backends.cuda.matmul
+    attr, value = ("fp32_precision", "tf32" if enabled else "ieee") if hasattr(matmul, "fp32_precision") \
+        else ("allow_tf32", enabled)
+    before = getattr(matmul, attr)
+    setattr(matmul, attr, value)
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = before
+        setattr(matmul, attr, before)
 
 
 def _timed(work: Callable[[], object], warmup: int, repeats: int, device: torch.device,
@@ -234,14 +238,6 @@ def mfu(tflops: float, ceilings: Ceilings, precision: str) -> float | None:
     if peak is None or not math.isfinite(peak) or peak <= 0:
         return None
     return tflops / peak
-
-
-def compute_precision(precision: str, device_type: str, cudnn_tf32: bool) -> str:
-    """The ceiling an "fp32" training step should be held against. On CUDA, cuDNN runs fp32
-    convolutions in TF32 unless ``torch.backends.cudnn.allow_tf32`` is off (torch's default is
-    on, independent of the matmul setting): an "fp32" ResNet step then computes in TF32, and MFU
-    against the fp32 ceiling could pass 100%."""
-    return "tf32" if precision == "fp32" and device_type == "cuda" and cudnn_tf32 else precision
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sc_fast.train import PRECISIONS
 
-# The training step's autocast dtype per precision (None: no autocast), plus "tf32": fp32 storage
-# with TF32 tensor-core math, the same FLOPs and bytes as "fp32".
-AUTOCAST = {**PRECISIONS, "tf32": None}
 
 
 @dataclass(frozen=True)
@@ -108,9 +105,9 @@ def train_step_cost(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     ``zero_grad(set_to_none=True)`` leaves them), so the caller's model, its BN statistics and its
     gradients are untouched. No optimizer: the SGD update's FLOPs are left out (see the module
     docstring). No grad scaler either: scaling the loss adds one multiply, not a FLOP that counts."""
-    if precision not in AUTOCAST:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(AUTOCAST)}")
-    dtype = AUTOCAST[precision]
+    if precision not in PRECISIONS:  # tf32: fp32 tensors, the same FLOPs and bytes as fp32
+        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
+    dtype = PRECISIONS[precision]
     clone = copy.deepcopy(model).train()
     for p in clone.parameters():
         p.grad = None

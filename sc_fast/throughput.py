@@ -120,23 +120,29 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
-def measure(work: Work, batch_size: int, steps: int, warmup: int, repeats: int,
-            device: torch.device) -> Measurement:
-    """Warm-up steps off the clock, then ``repeats`` timed runs of ``steps`` steps.
-
-    Call ``reset_peak_memory`` before building what ``work`` uses, so the peak includes it."""
-    if steps <= 0 or repeats <= 0 or warmup < 0:
-        raise ValueError("steps and repeats must be positive, warmup non-negative")
+def warm_up(work: Work, warmup: int, device: torch.device) -> float:
+    """Seconds of ``warmup`` untimed steps: compilation, autotuning, CUDA-graph capture, first-call costs."""
     t0 = time.perf_counter()
     for _ in range(warmup):
         work()
     synchronize(device)  # sync point: warm-up ends before its time is read
-    warmup_s = time.perf_counter() - t0
-    step_s: list[float] = []
-    repeat_s: list[float] = []
-    for _ in range(repeats):
-        times = time_steps(work, steps, device)
-        step_s += times
-        repeat_s.append(sum(times))
-    return Measurement(batch_size=batch_size, step_s=tuple(step_s), repeat_s=tuple(repeat_s),
-                       warmup_s=warmup_s, peak_mem_mib=peak_memory_mib(device))
+    return time.perf_counter() - t0
+
+
+def measurement(batch_size: int, repeats: list[list[float]], warmup_s: float, peak_mem_mib: float) -> Measurement:
+    """A Measurement from the step times of each timed repeat (``time_steps``' lists)."""
+    return Measurement(batch_size=batch_size, step_s=tuple(t for r in repeats for t in r),
+                       repeat_s=tuple(sum(r) for r in repeats), warmup_s=warmup_s, peak_mem_mib=peak_mem_mib)
+
+
+def measure(work: Work, batch_size: int, steps: int, warmup: int, repeats: int,
+            device: torch.device) -> Measurement:
+    """Warm-up steps off the clock, then ``repeats`` timed runs of ``steps`` steps, back to back.
+    (``bench throughput`` interleaves the repeats of its cases instead, from the same pieces.)
+
+    Call ``reset_peak_memory`` before building what ``work`` uses, so the peak includes it."""
+    if steps <= 0 or repeats <= 0 or warmup < 0:
+        raise ValueError("steps and repeats must be positive, warmup non-negative")
+    warmup_s = warm_up(work, warmup, device)
+    timed = [time_steps(work, steps, device) for _ in range(repeats)]
+    return measurement(batch_size, timed, warmup_s, peak_memory_mib(device))

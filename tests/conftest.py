@@ -1,5 +1,7 @@
 """Shared fixtures."""
 
+from collections.abc import Iterator
+
 import pytest
 
 from sc_fast.data import Cifar10, DataError, load, locate
@@ -14,3 +16,13 @@ def cifar() -> Cifar10:
     except DataError as e:
         pytest.skip(str(e))
     return load(root)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The tests' caches (measured ceilings, ...) in a folder of their own, for the commands they run
+    in-process and the subprocesses they start alike: never the user's ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()

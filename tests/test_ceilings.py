@@ -15,8 +15,8 @@ import torch
 
 from bench.report_roofline import RooflinePoint, plot_roofline
 from sc_fast import ceilings
-from sc_fast.ceilings import (PLANS, CeilingPlan, Ceilings, achieved_tflops, cache_path, cached, compute_precision,
-                              datasheet, measure, measure_bandwidth, measure_matmul, mfu, tf32_matmul)
+from sc_fast.ceilings import (PLANS, CeilingPlan, Ceilings, achieved_tflops, cache_path, cached, datasheet, measure,
+                              measure_bandwidth, measure_matmul, mfu, tf32_matmul)
 
 CPU = torch.device("cpu")
 TINY = CeilingPlan(matmul_n=128, warmup=1, matmul_repeats=3, copy_bytes=1 << 20, copy_repeats=3, budget_s=None)
@@ -39,20 +39,21 @@ def test_tf32_cannot_be_measured_on_a_cpu() -> None:
         measure(CPU, ("fp8",), TINY)
 
 
-@pytest.mark.parametrize("before", [True, False])
-def test_the_tf32_setting_is_restored(before: bool) -> None:
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = before
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
+@pytest.mark.parametrize("before", ["tf32", "ieee"])
+def test_the_tf32_setting_is_restored(before: str) -> None:
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = before
     try:
-        with tf32_matmul(not before):
-            assert torch.backends.cuda.matmul.allow_tf32 is (not before)
-            assert torch.get_float32_matmul_precision() == ("high" if not before else "highest")
-        assert torch.backends.cuda.matmul.allow_tf32 is before
-        with pytest.raises(RuntimeError), tf32_matmul(not before):
+        with tf32_matmul(before == "ieee"):
+            assert matmul.fp32_precision == ("tf32" if before == "ieee" else "ieee")
+        assert matmul.fp32_precision == before
+        with pytest.raises(RuntimeError), tf32_matmul(before == "ieee"):
             raise RuntimeError("a failed measurement")
-        assert torch.backends.cuda.matmul.allow_tf32 is before
+        assert matmul.fp32_precision == before
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+        matmul.fp32_precision = saved
 
 
 def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,12 +203,6 @@ def test_mfu_arithmetic() -> None:
     assert mfu(tflops, c, "fp16") is None  # not measured
     assert c.ridge_flop_per_byte("bf16") == pytest.approx(800e12 / 3000e9)
 
-
-def test_fp32_convs_on_cuda_compute_in_tf32_unless_cudnn_says_no() -> None:
-    assert compute_precision("fp32", "cuda", cudnn_tf32=True) == "tf32"
-    assert compute_precision("fp32", "cuda", cudnn_tf32=False) == "fp32"
-    assert compute_precision("fp32", "cpu", cudnn_tf32=True) == "fp32"
-    assert compute_precision("bf16", "cuda", cudnn_tf32=True) == "bf16"
 
 
 def test_the_roofline_is_a_png(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.build import check_ranks
-from bench.commands.throughput import Settings, plan_cases
+from bench.cases import Settings, plan_cases
 from bench.common import UsageError
 from bench.config import load
 from helpers import BASE_CASE, bench_dict, dump_toml
@@ -99,8 +99,8 @@ def test_two_ranks_end_to_end(tmp_path: Path) -> None:
                                 "--out", str(out)), cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     (run_dir,) = out.iterdir()  # one folder: rank 0 alone writes
-    assert rows_of(run_dir) == [["tiny", "0", "2", "not_reached"], ["tiny-multi", "0", "2", "not_reached"],
-                                ["tiny", "1", "2", "not_reached"], ["tiny-multi", "1", "2", "not_reached"]]  # seed by seed
+    assert rows_of(run_dir) == [["tiny", "0", "2", "not_reached"], ["tiny-multi", "0", "2", "not_reached"],  # seed
+                                ["tiny", "1", "2", "not_reached"], ["tiny-multi", "1", "2", "not_reached"]]  # by seed
     world = json.loads((run_dir / "env.json").read_text())["world"]
     assert world["world_size"] == 2 and world["backend"] == "gloo" and len(world["ranks"]) == 2
     assert p.stdout.count("run folder:") == 1  # rank 0 alone prints

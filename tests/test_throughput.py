@@ -26,8 +26,8 @@ from rich.console import Console
 
 from bench import cli
 from bench import config as config_mod
-from bench.commands.throughput import (Baseline, Gate, Settings, apply_gate, check_comparable, gate_line,
-                                       load_baseline, plan_cases)
+from bench.cases import Settings, plan_cases
+from bench.gate import Baseline, Gate, apply_gate, check_comparable, gate_line, load_baseline
 from bench.config import DeviceSettings
 from bench.results import ProfileRow, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
 from helpers import BASE_CASE
@@ -112,6 +112,48 @@ def test_rows_measure_every_case_that_fits_the_device(normal: tuple[Path, Path])
         assert r.step_ms_p10 <= r.step_ms_median <= r.step_ms_p90
         assert r.peak_mem_mib > 50 and r.warmup_s > 0 and r.repeats == 3 and r.steps == 3
     assert gpu.status == "skipped" and "cuda" in gpu.error and gpu.imgs_per_s is None
+
+
+def test_model_cases_have_their_cost_and_the_run_its_ceilings(normal: tuple[Path, Path]) -> None:
+    """Every model case: GFLOP per image (ResNet-56: 0.72), the eager byte estimate, TFLOP/s and MFU
+    against the ceilings measured in the same run (env.json, summary.md, roofline.png)."""
+    _, run = normal
+    rows = {r.case: r for r in read_rows(run / "throughput.csv", ThroughputRow)}
+    env = json.loads((run / "env.json").read_text())
+    measured = env["ceilings"]["measured"]
+    assert env["ceilings"]["datasheet"] is None  # no datasheet for a CPU
+    assert set(measured["matmul_tflops"]) == {r.precision for r in rows.values() if r.status == "ok"}
+    assert measured["bandwidth_gb_s"] > 0 and measured["device_name"] == env["device_name"]
+    for r in (rows["base"], rows["cl"]):
+        assert r.gflop_per_img == pytest.approx(0.7237, rel=1e-3)
+        assert r.mbytes_per_img > 1 and r.flop_per_byte == pytest.approx(r.gflop_per_img * 1e3 / r.mbytes_per_img)
+        assert r.tflops == pytest.approx(r.imgs_per_s * r.gflop_per_img / 1e3)
+        assert r.mfu == pytest.approx(r.tflops / measured["matmul_tflops"][r.precision])
+    assert rows["gpu-only"].gflop_per_img is None
+    summary = (run / "summary.md").read_text()
+    assert "## Ceilings" in summary and "MFU" in summary and (run / "roofline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_repeats_are_interleaved_round_robin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round times one repeat of every case, the order alternating (a b, b a, a b), so a drift
+    over the run lands on every case alike; the baseline runs only when --case names it."""
+    import bench.cases
+    order: list[int] = []
+    real = bench.cases.time_steps
+
+    def spy(work: object, steps: int, device: torch.device) -> list[float]:
+        order.append(steps)
+        return real(work, steps, device)
+
+    monkeypatch.setattr(bench.cases, "time_steps", spy)
+    cases = BASE_CASE.format(batch=4) + "\n[throughput.cases.cl]\nbatch_size = 4\nsteps = 2\n"
+    config = write_config(tmp_path / "bench.toml", cases, steps=1, warmup=0, repeats=3)
+    assert throughput(config, tmp_path / "runs", "--case", "base", "--case", "cl") == 0
+    assert order == [1, 2, 2, 1, 1, 2]  # base has 1 step a repeat, cl 2
+    order.clear()
+    assert throughput(config, tmp_path / "only", "--case", "cl") == 0
+    (row,) = read_rows(only_run(tmp_path / "only") / "throughput.csv", ThroughputRow)
+    assert row.case == "cl" and row.ratio_to_baseline is None and order == [2, 2, 2]  # no baseline asked for
 
 
 def test_raw_step_times_are_kept_and_agree_with_the_row(normal: tuple[Path, Path]) -> None:
@@ -442,7 +484,7 @@ def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> 
     proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(out.glob("*/profile.csv")):  # the base case (profiled last) has finished
+    while not list(out.glob("*/throughput.csv")):  # the base case has its first repeat
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the first case never finished: {proc.stderr.read() if proc.stderr else ''}")
@@ -462,8 +504,10 @@ def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> 
     assert rows[0].imgs_per_s == first[0].imgs_per_s  # kept, not measured again
     assert rows[2].ratio_to_baseline == pytest.approx(rows[2].imgs_per_s / rows[0].imgs_per_s)
     steps = step_times(run)
-    assert rows[1] == first[1] and [len(steps.get(c, [])) for c in ("base", "slow", "cl")] == [2 * 2, 0, 2 * 2]
-    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base", "cl"]
+    # the cut came in the first round: base kept its one repeat, cl (resumed) measured both of its own
+    assert rows[1] == first[1] and [len(steps.get(c, [])) for c in ("base", "slow", "cl")] == [2, 0, 2 * 2]
+    assert (rows[0].repeats, rows[2].repeats) == (1, 2)
+    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["cl"]  # base was cut before the traces
     assert json.loads((run / "env.json").read_text())["state"] == "complete"
     assert cli.main(["throughput", "--resume", str(run)]) == 0  # nothing left: finishes again, measures nothing
     assert read_rows(run / "throughput.csv", ThroughputRow) == rows
