@@ -24,14 +24,13 @@ import gc
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 
 from bench import build, report
 from bench.common import JobError, UsageError, Where, error_text
-from bench.config import Config, ConfigError, DeviceSettings
+from bench.config import CaseSpec, Config, ConfigError, DeviceSettings
 from bench.results import ProfileOpRow, ProfileRow, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
 from sc_fast import distributed
 from sc_fast.ceilings import Ceilings, achieved_tflops, mfu
@@ -88,50 +87,48 @@ class Forced:
 
 # ---- the case matrix --------------------------------------------------------------------------
 
-def resolve_case(name: str, raw: dict[str, Any], defaults: DeviceSettings, steps: int,
-                 forced: Forced, path: Path) -> Case:
-    """Omitted keys from the device defaults; --steps beats the case's steps, which beat the run's;
-    --batch-size beats the case's batch size."""
-    where = f"{path}: throughput.cases.{name}"
-    if "batch_size" not in raw:
-        raise ConfigError(f"{where}: missing key batch_size")
-    pipeline, model = raw.get("pipeline", "synthetic"), raw.get("model", True)
-    if not model and pipeline == "synthetic":
-        raise ConfigError(f"{where}: model = false measures a pipeline; pipeline must not be synthetic")
-    return Case(name=name, description=raw.get("description", ""), batch_size=forced.batch_size or raw["batch_size"],
-                precision=raw.get("precision", defaults.precision),
-                channels_last=raw.get("channels_last", defaults.channels_last),
-                compile=raw.get("compile", defaults.compile) if model else "off",
-                pipeline=pipeline, model=model, device=raw.get("device"),
-                steps=forced.steps or raw.get("steps", steps), matrix=raw.get("matrix", True))
+def resolve_case(name: str, spec: CaseSpec, defaults: DeviceSettings, steps: int, forced: Forced,
+                 path: Path) -> Case:
+    """What the case leaves out (None) from the device defaults; --steps beats the case's steps, which
+    beat the run's; --batch-size beats the case's batch size."""
+    if not spec.model and spec.pipeline == "synthetic":
+        raise ConfigError(f"{path}: throughput.cases.{name}: model = false measures a pipeline; pipeline must "
+                          "not be synthetic")
+    pick = lambda own, default: default if own is None else own  # noqa: E731
+    return Case(name=name, description=spec.description, batch_size=forced.batch_size or spec.batch_size,
+                precision=pick(spec.precision, defaults.precision),
+                channels_last=pick(spec.channels_last, defaults.channels_last),
+                compile=pick(spec.compile, defaults.compile) if spec.model else "off",
+                pipeline=spec.pipeline, model=spec.model, device=spec.device,
+                steps=forced.steps or pick(spec.steps, steps), matrix=spec.matrix)
 
 
 def plan_cases(cfg: Config, defaults: DeviceSettings, requested: list[str] | None, s: Settings,
                forced: Forced = Forced()) -> list[Case]:
     """The cases to run: the matrix (the baseline first), or the cases named; unknown names are a
     usage error. Every case is resolved, picked or not: a bad case fails every run."""
-    base = cfg.throughput.get("baseline_case", "baseline")
+    base = cfg.throughput.baseline_case
     if base not in cfg.cases:
         raise ConfigError(f"{cfg.path}: throughput.baseline_case names unknown case {base!r}")
     for n in requested or []:
         if n not in cfg.cases:
             raise UsageError(f"--case {n}: unknown case (known: {', '.join(cfg.cases)})")
-    cases = {n: resolve_case(n, dict(raw), defaults, s.steps, forced, cfg.path) for n, raw in cfg.cases.items()}
+    cases = {n: resolve_case(n, spec, defaults, s.steps, forced, cfg.path) for n, spec in cfg.cases.items()}
     if not cases[base].model or cases[base].device:
         raise ConfigError(f"{cfg.path}: throughput.baseline_case {base!r} must train (model = true) on any device")
     if requested:  # what was asked for: the baseline only where a ratio was asked for too
         return [cases[n] for n in dict.fromkeys(requested)]
-    names = cfg.throughput.get("default_cases") or [n for n, c in cases.items() if c.matrix]
+    names = cfg.throughput.default_cases or [n for n, c in cases.items() if c.matrix]
     return [cases[base]] + [cases[n] for n in dict.fromkeys(names) if n != base]
 
 
 def settings(cfg: Config, steps: int | None, warmup: int | None, repeats: int | None, trace: int | None,
              device_type: str) -> Settings:
     """Flags over bench.toml; on the CPU the cpu_* keys replace steps, warmup and repeats."""
-    tp = cfg.throughput
-    pick = (lambda k, d: tp.get(f"cpu_{k}", tp.get(k, d))) if device_type == "cpu" else (lambda k, d: tp.get(k, d))
-    return Settings(steps=steps or pick("steps", 20), warmup=pick("warmup", 5) if warmup is None else warmup,
-                    repeats=repeats or pick("repeats", 3), trace=trace or 0)
+    tp, cpu = cfg.throughput, device_type == "cpu"
+    return Settings(steps=steps or (tp.cpu_steps if cpu else tp.steps),
+                    warmup=(tp.cpu_warmup if cpu else tp.warmup) if warmup is None else warmup,
+                    repeats=repeats or (tp.cpu_repeats if cpu else tp.repeats), trace=trace or 0)
 
 
 # ---- one case: its step, its row --------------------------------------------------------------

@@ -25,10 +25,10 @@ def bench_dict(warmup_steps: int = 0, **data: Any) -> dict[str, Any]:
     (fp32 channels_last eager, so a test does not depend on whether this CPU has bf16) and a
     checkpoint at every evaluation."""
     cfg: dict[str, Any] = tomllib.loads((REPO / "bench.toml").read_text())
-    cfg["data"].update(download=False, **data)
-    cfg["devices"]["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off",
-                             "warmup_steps": warmup_steps}
-    cfg["defaults"]["checkpoint_interval_s"] = 0  # tiny trials last seconds: a checkpoint at every evaluation
+    cfg.setdefault("data", {}).update(download=False, **data)
+    cfg.setdefault("devices", {})["cpu"] = {"precision": "fp32", "channels_last": True, "compile": "off",
+                                            "warmup_steps": warmup_steps}
+    cfg.setdefault("defaults", {})["checkpoint_interval_s"] = 0  # tiny trials: a checkpoint at every evaluation
     return cfg
 
 

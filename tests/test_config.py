@@ -224,10 +224,11 @@ def test_toml_syntax_error_names_file_and_line(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_empty_config_names_missing_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every setting has a default, but trials and profiles are the config's own: none, one line."""
     path = tmp_path / "bench.toml"
     path.write_text("")
     out = tmp_path / "out"
-    assert_usage_error(capsys, out, ["run", "--config", path, "--out", out], str(path), "devices")
+    assert_usage_error(capsys, out, ["run", "--config", path, "--out", out], str(path), "profiles.auto")
 
 
 def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

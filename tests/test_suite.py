@@ -26,8 +26,8 @@ def write_config(path: Path, steps: int = 6) -> Path:
     cfg["trials"]["tiny-clr"] = {"schedule": "clr", "steps": steps, "eval_every": 2, "min_lr": 0.01,
                                  "max_lr": 0.1, "stepsize": 3, **SMALL}
     cfg["profiles"]["tiny"] = {"trials": ["tiny", "tiny-clr"], "seeds": 2, "target": 0.1, "stop_at_target": False}
-    cfg["suite"].update(cpu_profile="tiny", quick_lr_find_steps=10, cpu_trace=1)
-    cfg["lr_find"].update(trial="tiny", eval_images=50)
+    cfg.setdefault("suite", {}).update(cpu_profile="tiny", quick_lr_find_steps=10, cpu_trace=1)
+    cfg.setdefault("lr_find", {}).update(trial="tiny", eval_images=50)
     cfg["throughput"].update(cpu_steps=2, cpu_warmup=1, cpu_repeats=2,
                              default_cases=["default", "torch-fed", "loader-torch"])
     for case in cfg["throughput"]["cases"].values():

@@ -41,7 +41,7 @@ def run(data: Cifar10, schedule: Schedule, cfg: TrainConfig, model: nn.Module | 
 
 
 def cfg(**kw: object) -> TrainConfig:
-    return TrainConfig(**{"max_steps": 7, "eval_every": 3, "warmup_steps": 0, **kw})
+    return TrainConfig(**{"max_steps": 7, "eval_every": 3, "warmup_steps": 0, "checkpoint_interval_s": 0, **kw})
 
 
 def curve_values(o: TrialOutcome) -> list[tuple[float, ...]]:

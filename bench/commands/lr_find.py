@@ -32,11 +32,6 @@ from sc_fast.train import TrainConfig
 
 HELP = "LR range test (paper's linear and fastai's exponential)"
 PARENTS = (config_flags, device_flags)
-# Used for keys [lr_find] leaves out; bench.toml sets them all.
-DEFAULTS: dict[str, Any] = {
-    "start_lr": 1e-4, "end_lr": 10.0, "steps": 100, "smoothing": 0.98, "diverge_factor": 4.0,
-    "linear_end_lr": 3.0, "linear_steps": 1000, "eval_every": 50, "eval_images": 2000, "cpu_steps": 50,
-}
 SEED = 0
 
 
@@ -89,11 +84,11 @@ def bounded(linear: lr_find.LinearSettings, steps: int) -> lr_find.LinearSetting
     return replace(linear, steps=steps, eval_every=max(1, steps // evals))
 
 
-def _step_bound(args: argparse.Namespace, device: torch.device, s: dict[str, Any]) -> int | None:
+def _step_bound(args: argparse.Namespace, device: torch.device, s: config_mod.LrFindSettings) -> int | None:
     """--steps, else on a CPU [lr_find].cpu_steps (the full test is ~an hour there), else none."""
     if args.steps:
         return args.steps
-    return s["cpu_steps"] if device.type == "cpu" else None
+    return s.cpu_steps if device.type == "cpu" else None
 
 
 def plan_from(cfg: Config, args: argparse.Namespace, device: torch.device, pipeline: str,
@@ -102,25 +97,25 @@ def plan_from(cfg: Config, args: argparse.Namespace, device: torch.device, pipel
         # The linear ramp starts at 0 by definition; its end is a config key.
         raise UsageError("--min-lr/--max-lr set the exponential ramp; with --mode linear set "
                          "[lr_find].linear_end_lr in the config instead")
-    s = {**DEFAULTS, **cfg.lr_find}
-    start = s["start_lr"] if args.min_lr is None else args.min_lr
-    end = s["end_lr"] if args.max_lr is None else args.max_lr
+    s = cfg.lr_find
+    start = s.start_lr if args.min_lr is None else args.min_lr
+    end = s.end_lr if args.max_lr is None else args.max_lr
     if start >= end:
         raise UsageError(f"exponential ramp: start LR {start:g} (--min-lr or lr_find.start_lr in {cfg.path}) "
                          f"must be below end LR {end:g} (--max-lr or lr_find.end_lr)")
-    name = args.trial or cfg.lr_find.get("trial", next(iter(cfg.trials)))
+    name = args.trial or s.trial
     if name not in cfg.trials:
         raise UsageError(f"--trial: {cfg.path} has no trial {name!r} (known: {', '.join(cfg.trials)})")
     bound = _step_bound(args, device, s)
-    linear = lr_find.LinearSettings(end_lr=s["linear_end_lr"], steps=s["linear_steps"],
-                                    eval_every=s["eval_every"], smoothing=s["smoothing"])
+    linear = lr_find.LinearSettings(end_lr=s.linear_end_lr, steps=s.linear_steps, eval_every=s.eval_every,
+                                    smoothing=s.smoothing)
     return LrFindPlan(
         mode=args.mode, trial=cfg.trials[name],
-        exponential=lr_find.ExponentialSettings(start_lr=start, end_lr=end, steps=min(s["steps"], bound or s["steps"]),
-                                                smoothing=s["smoothing"], diverge_factor=s["diverge_factor"]),
+        exponential=lr_find.ExponentialSettings(start_lr=start, end_lr=end, steps=min(s.steps, bound or s.steps),
+                                                smoothing=s.smoothing, diverge_factor=s.diverge_factor),
         linear=bounded(linear, bound) if bound else linear,
-        full_steps={"exponential": s["steps"], "linear": s["linear_steps"]},
-        eval_images=s["eval_images"], device=str(device), pipeline=pipeline, settings=settings)
+        full_steps={"exponential": s.steps, "linear": s.linear_steps},
+        eval_images=s.eval_images, device=str(device), pipeline=pipeline, settings=settings)
 
 
 def _train_config(plan: LrFindPlan) -> TrainConfig:

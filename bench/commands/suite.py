@@ -50,13 +50,13 @@ def part_argv(name: str, cfg: config_mod.Config, device_type: str, quick: bool) 
     """The part's command line, less --config/--device/--data/--out (added by the caller)."""
     s = cfg.suite
     if name == "throughput":
-        trace = s.get(f"{device_type}_trace", 0)
-        repeats = ["--repeats", str(s.get("quick_repeats", 2))] if quick else []
+        trace = getattr(s, f"{device_type}_trace")
+        repeats = ["--repeats", str(s.quick_repeats)] if quick else []
         return repeats + (["--trace", str(trace)] if trace else [])
     if name == "run":
-        profile = s.get(f"{device_type}_profile", cfg.auto[device_type])
-        return ["--profile", profile] + (["--seeds", str(s.get("quick_seeds", 1))] if quick else [])
-    return ["--steps", str(s.get("quick_lr_find_steps", 30))] if quick else []
+        profile = getattr(s, f"{device_type}_profile") or getattr(cfg.auto, device_type)
+        return ["--profile", profile] + (["--seeds", str(s.quick_seeds)] if quick else [])
+    return ["--steps", str(s.quick_lr_find_steps)] if quick else []
 
 
 def _parse(module: ModuleType, argv: list[str]) -> argparse.Namespace:

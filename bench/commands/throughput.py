@@ -159,7 +159,7 @@ def _new(args: argparse.Namespace, console: Console) -> Job:
            "ceilings": ceilings_env(ceilings)}
     build.prepare(device, defaults.precision)
     _announce(console, run_dir, name, where, s, len(cases), ceilings)
-    run = Run(run_dir, where, s, data, ceilings, cfg.throughput.get("baseline_case", "baseline"))
+    run = Run(run_dir, where, s, data, ceilings, cfg.throughput.baseline_case)
     return Job(run, env, cases, NOTHING_YET, baseline, args.max_regression)
 
 
@@ -204,7 +204,7 @@ def _reopen(args: argparse.Namespace, console: Console) -> Job:
         console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
     measured = (env.get("ceilings") or {}).get("measured")
     run = Run(folder.path, where, Settings(**env["settings"]), data, Ceilings.from_json(measured) if measured else None,
-              cfg.throughput.get("baseline_case", "baseline"))
+              cfg.throughput.baseline_case)
     return Job(run, env, todo, done, load_baseline(Path(b["path"])) if b else None,
                b.get("max_regression", args.max_regression))
 
