@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from bench.common import device_name
 from bench.config import TrialSpec
 from bench.results import atomic_write
 from sc_fast.env import fingerprint
@@ -34,10 +35,11 @@ class Refused(Exception):
 
 def machine(device: torch.device) -> dict[str, Any]:
     """The code and hardware a measurement depends on: pieces run with other code, another torch
-    or another GPU model would stitch two different measurements together."""
+    or another device model would stitch two different measurements together. The device is named
+    as env.json names it (bench.common.device_name): a CPU with its ISA, since one model name
+    covers parts with and without AVX512-BF16."""
     env = fingerprint()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else env["cpu"]
-    return {"git_commit": env["git"]["commit"], "torch": str(env["torch"]), "device_name": name}
+    return {"git_commit": env["git"]["commit"], "torch": str(env["torch"]), "device_name": device_name(env, device)}
 
 
 @dataclass(frozen=True)

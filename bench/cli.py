@@ -18,6 +18,7 @@ from bench.commands import ab, compare, history, lr_find, report, run, schedule,
 from bench.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, JobError, Parser, UsageError
 from bench.config import ConfigError
 from bench.results import RunError
+from sc_fast import distributed
 from sc_fast.data import DataError
 from sc_fast.pipeline import PipelineUnavailable
 from sc_fast.schedules import ScheduleError
@@ -72,3 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `... --csv | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    finally:
+        # Under torchrun the command joined a process group (bench.common.join_world); it is left
+        # here, once, on every way out: left to the interpreter's exit, NCCL warns that it was
+        # never destroyed and may leak its communicators. A no-op without a process group.
+        distributed.shutdown()

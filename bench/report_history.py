@@ -30,23 +30,35 @@ class HistoryPoint:
     band_from: str  # "repeats": noise_band of per-repeat img/s; "p10-p90 steps": no raw samples kept
     samples: tuple[float, ...]  # per-repeat img/s where raw step times exist, else each run's median
     changed: bool  # differs from the previous commit beyond noise (bench.stats.changes_beyond_noise)
+    # achieved model TFLOP/s of one device and MFU, median over the runs; None: no run recorded them
+    tflops: float | None = None
+    mfu: float | None = None
 
 
 def _num(v: float) -> str:
     return f"{v:,.0f}" if v >= 1000 else f"{v:,.1f}"
 
 
+def _achieved(p: HistoryPoint) -> list[str]:
+    """The TFLOP/s and MFU cells, as summary.md shows them; '-' for a point whose runs lack them."""
+    return ["-" if p.tflops is None else f"{p.tflops:,.3f}", "-" if p.mfu is None else f"{p.mfu:.1%}"]
+
+
 def history_table(points: list[HistoryPoint], title: str) -> Table:
+    """One row per point; TFLOP/s and MFU columns only when some point's runs recorded them."""
+    achieved = any(p.tflops is not None or p.mfu is not None for p in points)
     t = Table(title=title)
-    for col in ("case", "commit", "date", "runs", "img/s", "noise band", "band from", "samples", "change"):
+    for col in ("case", "commit", "date", "runs", "img/s", "noise band", "band from", "samples",
+                *(("TFLOP/s", "MFU") if achieved else ()), "change"):
         t.add_column(col, justify="left" if col in ("case", "commit", "band from", "change") else "right")
     prev: dict[str, HistoryPoint] = {}
     for p in points:
         before = prev.get(p.case)
         change = f"{p.imgs_per_s / before.imgs_per_s - 1:+.1%}" if before else ""
+        change += " BEYOND NOISE" if p.changed else ""
         t.add_row(p.case, p.commit, p.date.strftime("%Y-%m-%d %H:%M") + ("" if p.dated_by == "commit" else " (run)"),
                   str(p.runs), _num(p.imgs_per_s), f"{_num(p.band_low)}-{_num(p.band_high)}", p.band_from,
-                  str(len(p.samples)), change + (" BEYOND NOISE" if p.changed else ""))
+                  str(len(p.samples)), *(_achieved(p) if achieved else ()), change)
         prev[p.case] = p
     return t
 

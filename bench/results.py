@@ -13,10 +13,12 @@ import io
 import json
 import math
 import os
+import re
+import secrets
 import tempfile
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -303,18 +305,36 @@ def step_times(path: Path) -> dict[str, list[StepTimeRow]] | None:
     return by_case
 
 
-def new_run_dir(out: Path, slug: str) -> Path:
-    """``<out>/<UTC time>-<slug>``, created exclusively: never another run's folder."""
+def new_run_dir(out: Path, slug: str, now: datetime | None = None) -> Path:
+    """``<out>/<run_id>/``, created exclusively: never another run's folder. The run id is
+    ``<UTC time to the millisecond>Z-<4 random hex digits>-<slug>``, e.g.
+    ``20261124T054355.482Z-3f9a-cpu``: names sort by start time, and the random tag keeps apart runs
+    started in the same millisecond into different ``--out`` folders (which no mkdir here can
+    see; two such runs once shared an id). ``now``: the start time (default: the clock)."""
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for i in range(1000):
-        d = out / (f"{stamp}-{slug}" + (f"-{i}" if i else ""))
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    stamp = f"{now:%Y%m%dT%H%M%S}.{now.microsecond // 1000:03d}Z"
+    for _ in range(1000):
+        d = out / f"{stamp}-{secrets.token_hex(2)}-{slug}"
         try:
             d.mkdir()
             return d
         except FileExistsError:
             continue
     raise RunError(f"{out}: could not create a new run folder")
+
+
+# new_run_dir's ids, and the older ``<UTC second>Z-<slug>[-N]`` ones of the committed runs
+RUN_ID_TIME = re.compile(r"(\d{8}T\d{6})(?:\.(\d{3}))?Z-")
+
+
+def run_started(run_id: str) -> datetime | None:
+    """When a run started (UTC), read from its id; None for a name that is not a run id."""
+    m = RUN_ID_TIME.match(run_id)
+    if m is None:
+        return None
+    second = datetime.strptime(m[1], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    return second + timedelta(milliseconds=int(m[2] or 0))
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -232,3 +232,17 @@ def test_sigterm_keeps_the_last_checkpoint(setup: tuple[Path, Path], tmp_path: P
     assert rows_of(run_dir) == []
     saved = torch.load(checkpoint(run_dir), map_location="cpu", weights_only=True)
     assert isinstance(saved, dict)
+
+
+def test_a_checkpoint_names_its_device_as_env_json_does() -> None:
+    """One name for a device everywhere (bench.common.device_name): a CPU with its ISA, so a trial
+    checkpointed on an AVX2-only part is not resumed on one with AVX512-BF16 of the same model name."""
+    from bench.checkpoints import machine
+    from bench.common import device_name
+    from sc_fast.env import fingerprint
+
+    cpu, fp = torch.device("cpu"), fingerprint()
+    name = machine(cpu)["device_name"]
+    assert name == device_name(fp, cpu) and name.startswith(f"CPU {fp['cpu']}")
+    if fp.get("cpu_isa"):
+        assert name.endswith(f"({fp['cpu_isa']})")

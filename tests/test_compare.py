@@ -11,15 +11,23 @@ from bench import cli
 from bench.results import CurveRow, ThroughputRow, TrialRow, atomic_write_json, write_rows
 
 
-def throughput_run(path: Path, device_name: str, rates: dict[str, float | None], batch_size: int = 512) -> Path:
-    """A throughput folder with one row per case; None: the case was skipped."""
+def throughput_run(path: Path, device_name: str, rates: dict[str, float | None], batch_size: int = 512,
+                   peak_tflops: float | None = None) -> Path:
+    """A throughput folder with one row per case; None: the case was skipped. ``peak_tflops``: the
+    run recorded TFLOP/s and MFU (0.4 GFLOP/img against this ceiling); without it, a run from
+    before they were recorded."""
     path.mkdir(parents=True)
+
+    def achieved(rate: float | None) -> dict[str, float | None]:
+        if peak_tflops is None or rate is None:
+            return {}
+        return {"gflop_per_img": 0.4, "tflops": rate * 0.4e-3, "mfu": rate * 0.4e-3 / peak_tflops}
     rows = [ThroughputRow(
         run_id=path.name, case=case, device="cuda:0", pipeline="synthetic", precision="bf16", channels_last=True,
         compile="off", batch_size=batch_size, steps=20, imgs_per_s=rate, step_ms_median=512e3 / rate if rate else None,
         step_ms_p10=None, step_ms_p90=None, ratio_to_baseline=None, model=True, warmup=5, repeats=3,
         warmup_s=1.0, peak_mem_mib=900.0, status="ok" if rate else "skipped", error="" if rate else "meant for cuda",
-        baseline_imgs_per_s=None, delta=None) for case, rate in rates.items()]
+        baseline_imgs_per_s=None, delta=None, **achieved(rate)) for case, rate in rates.items()]
     write_rows(path / "throughput.csv", rows, ThroughputRow)
     atomic_write_json(path / "env.json", {
         "kind": "throughput", "device_name": device_name, "settings": {"steps": 20, "warmup": 5, "repeats": 3},
@@ -71,6 +79,24 @@ def test_throughput_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixt
     assert row_of(out, "compile-default") == ["compile-default", "-", "-", "-", ""]  # skipped: no number
 
 
+def test_achieved_tflops_and_mfu_beside_img_s(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = throughput_run(tmp_path / "old", "NVIDIA H100 80GB HBM3", {"baseline": 10000.0, "default": 20000.0})
+    new = throughput_run(tmp_path / "new", "NVIDIA H100 80GB HBM3", {"baseline": 12000.0, "default": 30000.0},
+                         peak_tflops=400.0)
+    code, out, _ = compare(capsys, old, new)
+    assert code == 0
+    header = next(ln for ln in out.splitlines() if ln.startswith("┃ case "))
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "case", "img/s #1", "img/s #2", "#2 vs #1", "TFLOP/s #1", "TFLOP/s #2", "MFU #1", "MFU #2", "note"]
+    # 30,000 img/s x 0.4 GFLOP/img = 12 TFLOP/s, 3% of 400; the older run recorded neither: '-'
+    assert row_of(out, "default") == ["default", "20,000", "30,000", "1.50", "-", "12.000", "-", "3.0%", ""]
+    assert row_of(out, "baseline") == ["baseline", "10,000", "12,000", "1.20", "-", "4.800", "-", "1.2%", ""]
+
+    # no run recorded them: the columns are not there
+    code, out, _ = compare(capsys, old, old)
+    assert code == 0 and "TFLOP/s" not in out and "MFU" not in out
+
+
 def test_a_case_measured_with_other_settings_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = throughput_run(tmp_path / "a", "GPU", {"baseline": 1000.0}, batch_size=512)
     b = throughput_run(tmp_path / "b", "GPU", {"baseline": 100.0}, batch_size=16)
@@ -118,6 +144,18 @@ def test_plot_draws_schedules_from_separate_runs(tmp_path: Path, capsys: pytest.
     t = throughput_run(tmp_path / "t", "GPU", {"baseline": 1000.0})
     code, _, err = compare(capsys, t, "--plot", tmp_path / "t.png")
     assert code == 2 and "--plot" in err and not (tmp_path / "t.png").exists()
+
+
+def test_a_cpu_is_named_with_its_isa_whether_or_not_the_run_recorded_a_device_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = trial_run(tmp_path / "r", "", {"1cycle": [100.0]})
+    env = json.loads((run / "env.json").read_text())
+    env["plan"]["device"] = "cpu"
+    env["env"] = {**env["env"], "gpu": None, "cpu": "AMD EPYC", "cpu_isa": "AVX512-BF16"}
+    atomic_write_json(run / "env.json", env)  # `bench run` does not record device_name: it is worked out
+    tp = throughput_run(tmp_path / "t", "CPU AMD EPYC (AVX512-BF16)", {"baseline": 300.0})
+    code, out, _ = compare(capsys, run, tp)
+    assert code == 0 and row_of(out, "#1")[3] == row_of(out, "#2")[3] == "CPU AMD EPYC (AVX512-BF16)"
 
 
 def test_mixed_kinds_get_a_table_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,26 @@ def test_what_a_torchrun_job_refuses_is_one_check_for_run_and_throughput() -> No
         PipelineSpec(batch_size=10, world_size=3)
 
 
+@pytest.mark.parametrize(("argv", "code"), [(["schedule", "1cycle", "--steps", "3"], 0),
+                                            (["compare", "no-such-folder"], 2)])
+def test_the_cli_destroys_the_process_group_on_its_way_out(argv: list[str], code: int,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Under torchrun a command runs in a process group (a one-rank gloo group stands in for it):
+    the CLI destroys it when the command ends, also when it fails (left to the interpreter's exit,
+    NCCL warns that it was never destroyed and may leak its communicators)."""
+    import torch.distributed as dist
+
+    from bench import cli
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert cli.main(argv) == code
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert cli.main(argv) == code  # and without a process group there is nothing to destroy
+
+
 def write_config(path: Path, steps: int) -> Path:
     cfg = bench_dict(warmup_steps=1, root="")
     cfg["trials"]["tiny"] = {"schedule": "onecycle", "steps": steps, "eval_every": 4, "min_lr": 0.01,

@@ -107,7 +107,7 @@ def test_json_on_stdout(tiny: tuple[subprocess.CompletedProcess[str], Path, Path
 
 def test_run_folder_files(tiny: tuple[subprocess.CompletedProcess[str], Path, Path]) -> None:
     _, run_dir, _ = tiny
-    assert re.fullmatch(r"\d{8}T\d{6}Z-cpu(-\d+)?", run_dir.name)  # UTC time + device slug
+    assert re.fullmatch(r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{4}-cpu", run_dir.name)  # UTC time, random tag, device slug
     for name in ("env.json", "trials.csv", "curves.csv", "summary.md"):
         assert (run_dir / name).is_file(), name
     pngs = list(run_dir.glob("*.png"))

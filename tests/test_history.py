@@ -26,9 +26,10 @@ def test_history_of_the_committed_runs(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def fake_run(root: Path, run_id: str, commit: str, per_repeat_s: list[float] | None, device: str = "CPU X",
-             batch: int = 10, steps: int = 4) -> None:
+             batch: int = 10, steps: int = 4, achieved: tuple[float, float] | None = None) -> None:
     """A throughput run folder with one case; ``per_repeat_s``: seconds per step of each repeat
-    (written as raw step times), or None for a run from before raw step times were kept."""
+    (written as raw step times), or None for a run from before raw step times were kept;
+    ``achieved``: the (TFLOP/s, MFU) the row recorded, None for a run from before rows had them."""
     d = root / run_id
     d.mkdir(parents=True)
     (d / "env.json").write_text(json.dumps({"kind": "throughput", "device_name": device,
@@ -40,7 +41,8 @@ def fake_run(root: Path, run_id: str, commit: str, per_repeat_s: list[float] | N
                         imgs_per_s=rates[len(rates) // 2], step_ms_median=1e3 * batch / rates[len(rates) // 2],
                         step_ms_p10=80.0, step_ms_p90=125.0, ratio_to_baseline=1.0, model=True, warmup=1,
                         repeats=len(secs), warmup_s=0.1, peak_mem_mib=1.0, status="ok", error="",
-                        baseline_imgs_per_s=None, delta=None)
+                        baseline_imgs_per_s=None, delta=None, tflops=achieved[0] if achieved else None,
+                        mfu=achieved[1] if achieved else None)
     write_rows(d / "throughput.csv", [row], ThroughputRow)
     if per_repeat_s is not None:
         write_rows(d / "throughput_steps.csv", [StepTimeRow("base", i, j, s) for i, s in enumerate(per_repeat_s)
@@ -81,6 +83,26 @@ def test_points_are_ordered_pooled_and_changes_marked(tmp_path: Path, capsys: py
     assert legacy.band_from == "p10-p90 steps" and (legacy.band_low, legacy.band_high) == (80.0, 125.0)
     assert old.band_from == "repeats" and old.band_low < old.imgs_per_s < old.band_high
     assert all(p.dated_by == "run" for p in points)
+
+
+def test_tflops_and_mfu_where_the_runs_recorded_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = history_dir(tmp_path)
+    assert cli.main(["history", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "TFLOP/s" not in out and "MFU" not in out  # no run recorded them: no columns
+    newer = "e" * 40
+    fake_run(root, "20260106T000000.250Z-1a2b-cpu", newer, STEADY, achieved=(0.125, 0.25))
+    fake_run(root, "20260106T000000.750Z-3c4d-cpu", newer, STEADY, achieved=(0.135, 0.35))  # pooled: medians
+    assert cli.main(["history", str(root)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("┃ case", "│ base"))]
+    cells = [[c.strip() for c in ln.strip("┃│").replace("┃", "│").split("│")] for ln in lines]
+    header = cells[0]
+    assert header[-3:] == ["TFLOP/s", "MFU", "change"]
+    by_commit = {row[header.index("commit")]: row for row in cells[1:]}
+    assert by_commit[newer[:10]][header.index("TFLOP/s")] == "0.130"
+    assert by_commit[newer[:10]][header.index("MFU")] == "30.0%"
+    assert by_commit[newer[:10]][header.index("runs")] == "2"
+    assert [by_commit[c[:10]][header.index("MFU")] for c in (LEGACY, OLD, SLOWER)] == ["-", "-", "-"]  # older runs
 
 
 def test_device_selection(tmp_path: Path) -> None:

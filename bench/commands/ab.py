@@ -105,8 +105,10 @@ def resolve_rev(repo: Path, rev: str) -> str:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM held back until the block ends (then delivered): cleanup is not cut short."""
+def signals_blocked() -> Iterator[None]:
+    """SIGINT and SIGTERM blocked in the signal mask until the block ends (then delivered): cleanup
+    is not cut short. Blocked, not caught: the handlers stay as they are, and the git processes
+    started inside inherit the mask, so a Ctrl-C does not cut them short either."""
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
@@ -125,7 +127,7 @@ def rev_worktree(repo: Path, sha: str) -> Iterator[Path]:
             raise RunError(f"ab: git worktree add {path} {sha[:10]}: {added.stderr.strip()}")
         yield path
     finally:
-        with signals_deferred():
+        with signals_blocked():
             git(repo, "worktree", "remove", "--force", str(path))
             git(repo, "worktree", "prune")
             shutil.rmtree(scratch, ignore_errors=True)

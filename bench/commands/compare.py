@@ -3,7 +3,8 @@
 Reads result files only (env.json plus trials.csv or throughput.csv), so runs made elsewhere can
 be copied in and compared. ``run`` folders: per trial, reach rate and median time-to-target per
 run, and the time ratio against the first run (below 1: faster). ``throughput`` folders: img/s
-per case per run and the ratio against the first run (above 1: faster). Folders of both kinds
+per case per run and the ratio against the first run (above 1: faster), then the achieved TFLOP/s
+and MFU per run when any of them recorded those ('-' for the runs from before). Folders of both kinds
 may be mixed; each kind gets its own table and its own first run. Anything else, or a damaged
 folder, is a RunError (exit 2). ``--plot FILE`` draws the run folders' test-accuracy curves on one
 figure: schedules run in separate folders (one per session on a CPU) seen together.
@@ -20,29 +21,21 @@ from rich.table import Table
 
 from bench.common import EXIT_OK, UsageError, check_writable
 from bench.report import cell, frame, plot_accuracy, print_wide, suite_parts, trial_summary
-from bench.results import CurveRow, RunError, RunFolder, ThroughputRow, TrialRow, cpu_label, read_rows
+from bench.results import CurveRow, RunError, RunFolder, read_rows
+from bench.runs import ROWS, RunRecord, read_run
 
 HELP = "put runs from different GPUs or commits side by side"
 PARENTS = ()
 SETUP = ("pipeline", "precision", "channels_last", "compile", "batch_size", "model")
-KINDS = {"run": ("trials.csv", TrialRow), "throughput": ("throughput.csv", ThroughputRow)}
+# what a throughput run achieved beside its img/s (bench/results.py ThroughputRow; older runs lack them)
+ACHIEVED = {"tflops": "TFLOP/s", "mfu": "MFU"}
 
 
 @dataclass(frozen=True)
-class Run:
+class ComparedRun:
     label: str  # "#1", "#2", ... in the order given
-    path: Path
-    kind: str
-    env: dict[str, Any]
-    rows: pd.DataFrame  # trials.csv or throughput.csv
-
-
-def device_of(env: dict[str, Any]) -> str:
-    """The GPU or CPU a run measured: throughput runs record it; run folders have the plan's device."""
-    if env.get("device_name"):
-        return env["device_name"]
-    hw, device = env.get("env", {}), env.get("plan", {}).get("device", "")
-    return hw.get("gpu") if device.startswith("cuda") and hw.get("gpu") else cpu_label(hw)
+    run: RunRecord
+    rows: pd.DataFrame  # the run's trials.csv or throughput.csv
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,38 +44,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also draw test accuracy against steps and training seconds for the run folders")
 
 
-def load_run(path: Path, label: str) -> Run:
-    env = RunFolder.open(path).env()
-    kind = env.get("kind")
-    if kind not in KINDS:
+def read_compared(path: Path, label: str) -> ComparedRun:
+    kind = RunFolder.open(path).kind
+    if kind not in ROWS:
         raise RunError(f"{path}: a {kind!r} run; compare takes `run`, `throughput` and `suite` folders")
-    name, cls = KINDS[kind]
-    return Run(label, path, kind, env, frame(read_rows(path / name, cls), cls))
+    run = read_run(path)
+    return ComparedRun(label, run, frame(list(run.rows), ROWS[kind][1]))
 
 
-def legend(runs: list[Run]) -> Table:
+def legend(runs: list[ComparedRun]) -> Table:
     t = Table(title="runs compared")
     for col in ("#", "run", "kind", "device", "commit", "torch", "settings"):
         t.add_column(col)
     for r in runs:
-        git, hw = r.env.get("env", {}).get("git", {}), r.env.get("env", {})
-        commit = (git.get("commit") or "?")[:10] + (" (dirty)" if git.get("dirty") else "")
-        t.add_row(r.label, r.path.name, r.kind, device_of(r.env), commit, str(hw.get("torch")), _settings(r))
+        run = r.run
+        commit = (run.commit or "?")[:10] + (" (dirty)" if run.dirty else "")
+        t.add_row(r.label, run.path.name, run.kind, run.device_name, commit, str(run.env.get("env", {}).get("torch")),
+                  _settings(run))
     return t
 
 
-def _settings(r: Run) -> str:
-    if r.kind == "throughput":
-        s = r.env.get("settings", {})
+def _settings(run: RunRecord) -> str:
+    if run.kind == "throughput":
+        s = run.env.get("settings", {})
         return f"{s.get('repeats')} repeats, {s.get('warmup')} warm-up"
-    p = r.env.get("plan", {})
+    p = run.env.get("plan", {})
     return (f"profile {p.get('profile')}, target {p.get('target')}, {p.get('pipeline')}, "
             f"{p.get('settings', {}).get('precision')}")
 
 
 # ---- the joins ----------------------------------------------------------------------------------
 
-def trials_side_by_side(runs: list[Run]) -> pd.DataFrame:
+def trials_side_by_side(runs: list[ComparedRun]) -> pd.DataFrame:
     """Index trial; per run: reached (k/n), median time and steps to target, time ratio vs the first run."""
     parts, cols = [], ["reached", "time_to_target_s", "steps_to_target"]
     for r in runs:
@@ -98,17 +91,23 @@ def trials_side_by_side(runs: list[Run]) -> pd.DataFrame:
     return wide
 
 
-def throughput_side_by_side(runs: list[Run]) -> pd.DataFrame:
-    """Index case; per run: median img/s (ok cases only), ratio vs the first run."""
+def throughput_side_by_side(runs: list[ComparedRun]) -> pd.DataFrame:
+    """Index case; per run: median img/s (ok cases only), ratio vs the first run; then per run the
+    achieved TFLOP/s and MFU when any of the runs recorded them (NaN for a run that did not)."""
+    achieved = [c for c in ACHIEVED if any(r.rows[c].notna().any() for r in runs)]
     parts = []
     for r in runs:
         ok = r.rows[r.rows.status == "ok"].set_index("case")
-        parts.append(ok[["imgs_per_s"]].astype(float).add_suffix(f" {r.label}"))
+        parts.append(ok[["imgs_per_s", *achieved]].astype(float).add_suffix(f" {r.label}"))
     order = list(dict.fromkeys(c for r in runs for c in r.rows.case))  # cases in the order measured
-    wide = pd.concat(parts, axis=1, join="outer").reindex(order)
+    joined = pd.concat(parts, axis=1, join="outer").reindex(order)
+    wide = joined[[f"imgs_per_s {r.label}" for r in runs]].copy()
     first = wide[f"imgs_per_s {runs[0].label}"]
     for r in runs[1:]:
         wide[f"{r.label} vs {runs[0].label}"] = wide[f"imgs_per_s {r.label}"] / first
+    for c in achieved:
+        for r in runs:
+            wide[f"{c} {r.label}"] = joined[f"{c} {r.label}"]
     # same case name, other settings (another bench.toml): the ratio compares different work
     setup = pd.concat([r.rows.set_index("case")[list(SETUP)] for r in runs])
     differs = setup.groupby(level=0).nunique().gt(1).any(axis=1)
@@ -125,6 +124,10 @@ def _cell(v: Any, ratio: bool, column: str = "") -> str:
         return "-"
     if column.startswith("steps_to_target"):  # a count, as in summary.md (a median may end in .5)
         return cell("steps_to_target", v)
+    if column.startswith("tflops "):  # as in summary.md: a CPU achieves a fraction of one
+        return f"{v:,.3f}"
+    if column.startswith("mfu "):
+        return f"{v:.1%}"
     return f"{v:.2f}" if ratio else f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.1f}"
 
 
@@ -134,6 +137,8 @@ def table_of(wide: pd.DataFrame, title: str, key: str) -> Table:
     ratios = [" vs " in c or "/" in c for c in wide.columns]
     for col in wide.columns:
         name = col.replace("time_to_target_s", "median s").replace("steps_to_target", "steps")
+        for field, shown in ACHIEVED.items():
+            name = name.replace(f"{field} ", f"{shown} ")
         t.add_column(name.replace("imgs_per_s", "img/s"), justify="right")
     for name, row in wide.iterrows():
         t.add_row(str(name), *(_cell(v, r, c) for v, r, c in zip(row, ratios, wide.columns, strict=True)))
@@ -148,20 +153,20 @@ def expand(path: Path) -> list[Path]:
     return [parts[p] for p in ("run", "throughput") if p in parts]
 
 
-def accuracy_curves(runs: list[Run]) -> dict[str, pd.DataFrame]:
+def accuracy_curves(runs: list[ComparedRun]) -> dict[str, pd.DataFrame]:
     """"trial seed N (#k)" -> that seed's evaluation points, from each run's curves.csv."""
     out = {}
     for r in runs:
-        curves = frame(read_rows(r.path / "curves.csv", CurveRow, missing_ok=True), CurveRow)
+        curves = frame(read_rows(r.run.path / "curves.csv", CurveRow, missing_ok=True), CurveRow)
         for (trial, seed), c in curves.groupby(["trial", "seed"], sort=False):
             out[f"{trial} seed {seed} ({r.label})"] = c
     return out
 
 
-def plot_runs(runs: list[Run], path: Path) -> None:
+def plot_runs(runs: list[ComparedRun], path: Path) -> None:
     targets = {float(t) for r in runs for t in r.rows.target_acc}
     target = targets.pop() if len(targets) == 1 else None  # no common target: no line, no dots
-    devices = ", ".join(dict.fromkeys(device_of(r.env) for r in runs))
+    devices = ", ".join(dict.fromkeys(r.run.device_name for r in runs))
     plot_accuracy(accuracy_curves(runs), target, path, f"test accuracy; {devices}")
 
 
@@ -169,8 +174,8 @@ def main(args: argparse.Namespace, console: Console) -> int:
     if args.plot:
         check_writable(args.plot.parent, "--plot folder")
     paths = [p for d in args.run_dirs for p in expand(Path(d))]
-    runs = [load_run(p, f"#{i}") for i, p in enumerate(paths, 1)]  # all checked first
-    trials = [r for r in runs if r.kind == "run"]
+    runs = [read_compared(p, f"#{i}") for i, p in enumerate(paths, 1)]  # all checked first
+    trials = [r for r in runs if r.run.kind == "run"]
     if args.plot and not trials:
         raise UsageError("--plot draws test accuracy: give it `run` or `suite` folders")
     print_wide(console, legend(runs))
@@ -182,8 +187,11 @@ def main(args: argparse.Namespace, console: Console) -> int:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
             plot_runs(trials, args.plot)
             console.print(f"plot: {args.plot}")
-    tps = [r for r in runs if r.kind == "throughput"]
+    tps = [r for r in runs if r.run.kind == "throughput"]
     if tps:
-        print_wide(console, table_of(throughput_side_by_side(tps), "throughput: median img/s; a ratio "
-                                     f"above 1 is faster than {tps[0].label}", "case"))
+        wide = throughput_side_by_side(tps)
+        achieved = any(c.split()[0] in ACHIEVED for c in wide.columns)
+        print_wide(console, table_of(wide, f"throughput: median img/s; a ratio above 1 is faster than {tps[0].label}"
+                                     + ("; TFLOP/s and MFU of one device, against its run's measured matmul ceiling"
+                                        if achieved else ""), "case"))
     return EXIT_OK

@@ -13,13 +13,16 @@ Each point's samples are the per-repeat img/s of its runs when they kept raw ste
 p10-p90 step times turned into img/s. A change beyond noise (``bench.stats.changes_beyond_noise``:
 significant and above 2%) needs at least 2 samples on both points, so runs without raw samples
 never mark one.
+
+Where runs recorded them (throughput rows since issue 26), each point also shows the achieved
+model TFLOP/s and MFU of one device: the median over the point's runs; '-' for older runs.
 """
 
 import argparse
 import statistics
 import subprocess
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -27,7 +30,8 @@ from rich.console import Console
 from bench.common import EXIT_OK, UsageError, check_writable
 from bench.report import print_wide
 from bench.report_history import HistoryPoint, history_table, plot_history
-from bench.results import RunError, StepTimeRow, ThroughputRow, read_json, read_rows, step_times
+from bench.results import RunError, RunFolder, StepTimeRow, ThroughputRow
+from bench.runs import RunRecord, read_run
 from bench.stats import changes_beyond_noise, noise_band
 
 HELP = "img/s per case across the commits of the throughput runs under a folder"
@@ -43,43 +47,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="FILE", help="also draw the history as a PNG")
 
 
-@dataclass(frozen=True)
-class Run:
-    path: Path
-    device_name: str
-    commit: str | None
-    dirty: bool
-    time: datetime  # when it ran (its run_id's UTC stamp, else env.json's mtime)
-    rows: list[ThroughputRow]
-    steps: dict[str, list[StepTimeRow]] | None  # None: no raw step times kept
-
-
 # ---- reading the runs -----------------------------------------------------------------------------
 
-def run_time(path: Path) -> datetime:
-    try:
-        return datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return datetime.fromtimestamp((path / "env.json").stat().st_mtime, timezone.utc)
-
-
-def load_run(path: Path) -> Run | None:
-    """The throughput run in ``path``; None for another kind. RunError when damaged."""
-    env = read_json(path / "env.json")
-    if env.get("kind") != "throughput" or not (path / "throughput.csv").exists():
+def read_throughput_run(path: Path) -> RunRecord | None:
+    """The throughput run in ``path`` with its raw step times; None for another kind or one stopped
+    before its first row. RunError when damaged."""
+    if RunFolder.open(path).kind != "throughput" or not (path / "throughput.csv").exists():
         return None
-    git = env.get("env", {}).get("git", {})
-    return Run(path, env.get("device_name") or "?", git.get("commit"), bool(git.get("dirty")), run_time(path),
-               read_rows(path / "throughput.csv", ThroughputRow), step_times(path))
+    return read_run(path, with_steps=True)
 
 
-def find_runs(root: Path, console: Console) -> list[Run]:
+def find_runs(root: Path, console: Console) -> list[RunRecord]:
     if not root.is_dir():
         raise UsageError(f"RESULTS_DIR {root}: no such folder")
     runs = []
     for env_path in sorted(root.rglob("env.json")):
         try:
-            run = load_run(env_path.parent)
+            run = read_throughput_run(env_path.parent)
         except RunError as e:
             console.print(f"[yellow]note: passed over {e}[/yellow]")
             continue
@@ -90,12 +74,12 @@ def find_runs(root: Path, console: Console) -> list[Run]:
     return runs
 
 
-def pick_device(runs: list[Run], requested: str | None) -> str:
+def pick_device(runs: list[RunRecord], requested: str | None) -> str:
     """The one device_name ``requested`` names (equal, else contained, case-insensitive); the
     newest run's without it."""
     names = sorted({r.device_name for r in runs})
     if requested is None:
-        return max(runs, key=lambda r: r.time).device_name
+        return max(runs, key=lambda r: r.started).device_name
     exact = [n for n in names if n.lower() == requested.lower()]
     found = exact or [n for n in names if requested.lower() in n.lower()]
     if len(found) != 1:
@@ -128,7 +112,7 @@ def repeat_rates(row: ThroughputRow, steps: list[StepTimeRow]) -> list[float]:
     return [row.batch_size * len(ts) / sum(ts) for ts in by_repeat.values()]
 
 
-def run_samples(run: Run, row: ThroughputRow) -> tuple[list[float], tuple[float, float] | None]:
+def run_samples(run: RunRecord, row: ThroughputRow) -> tuple[list[float], tuple[float, float] | None]:
     """(samples, band from p10-p90 step times or None when raw samples exist) of one case of one run."""
     raw = (run.steps or {}).get(row.case)
     if raw:
@@ -139,13 +123,22 @@ def run_samples(run: Run, row: ThroughputRow) -> tuple[list[float], tuple[float,
     return [row.imgs_per_s], (row.imgs_per_s, row.imgs_per_s)
 
 
-def commit_key(run: Run) -> str:
+def commit_key(run: RunRecord) -> str:
     if run.commit is None:
         return f"?{run.path.name}"
     return run.commit[:10] + ("+dirty" if run.dirty else "")
 
 
-def make_point(case: str, key: str, runs: list[Run], dates: dict[str, datetime]) -> HistoryPoint | None:
+def achieved(case: str, runs: list[RunRecord]) -> tuple[float | None, float | None]:
+    """(TFLOP/s, MFU) of one case pooled over runs: the median of the runs that recorded them; None
+    where none did (runs from before throughput rows had them)."""
+    rows = [r for run in runs for r in run.rows if r.case == case and r.status == "ok"]
+    tflops = [r.tflops for r in rows if r.tflops is not None]
+    mfu = [r.mfu for r in rows if r.mfu is not None]
+    return (statistics.median(tflops) if tflops else None, statistics.median(mfu) if mfu else None)
+
+
+def make_point(case: str, key: str, runs: list[RunRecord], dates: dict[str, datetime]) -> HistoryPoint | None:
     """One case at one commit, pooling its runs; None when no run measured the case."""
     samples: list[float] = []
     bands: list[tuple[float, float]] = []
@@ -160,16 +153,19 @@ def make_point(case: str, key: str, runs: list[Run], dates: dict[str, datetime])
         return None
     low, high = noise_band(samples) if raw else (min(b[0] for b in bands), max(b[1] for b in bands))
     sha = runs[0].commit
-    date = dates.get(sha or "") or min(r.time for r in runs)
+    date = dates.get(sha or "") or min(r.started for r in runs)
+    tflops, mfu = achieved(case, runs)
     return HistoryPoint(case=case, commit=key, date=date, dated_by="commit" if sha in dates else "run",
                         runs=len(runs), imgs_per_s=statistics.median(samples), band_low=low, band_high=high,
-                        band_from="repeats" if raw else "p10-p90 steps", samples=tuple(samples), changed=False)
+                        band_from="repeats" if raw else "p10-p90 steps", samples=tuple(samples), changed=False,
+                        tflops=tflops, mfu=mfu)
 
 
-def history_points(runs: list[Run], dates: dict[str, datetime], cases: list[str] | None) -> list[HistoryPoint]:
+def history_points(runs: list[RunRecord], dates: dict[str, datetime],
+                   cases: list[str] | None) -> list[HistoryPoint]:
     """Points by case (in the order measured), each case's commits in date order, changes marked."""
-    by_commit: dict[str, list[Run]] = {}
-    for run in sorted(runs, key=lambda r: r.time):
+    by_commit: dict[str, list[RunRecord]] = {}
+    for run in sorted(runs, key=lambda r: r.started):
         by_commit.setdefault(commit_key(run), []).append(run)
     names = cases or list(dict.fromkeys(r.case for run in runs for r in run.rows))
     out = []
