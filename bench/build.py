@@ -4,6 +4,9 @@ Every command that trains or measures (run, lr-find, throughput) builds through 
 to how a trial is set up (data parallelism, checkpoints, a new precision) is made once.
 """
 
+from dataclasses import replace
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -73,20 +76,19 @@ def check_ranks(world: World, named: list[tuple[str, int, str]]) -> None:
             raise UsageError(f"{what}: {problem}")
 
 
-def train_config(trial: TrialSpec | None, settings: DeviceSettings, *, target: float | None = None,
-                 stop_at_target: bool = False, max_steps: int | None = None, eval_every: int | None = None,
-                 compile: str | None = None, warmup_steps: int | None = None) -> TrainConfig:
-    """The trial's optimizer and loop settings with the device's precision and compile mode;
-    keywords override (lr-find: its own step count and no compile)."""
-    steps = max_steps or (trial.steps if trial else 1)
+def train_config(trial: TrialSpec | None, settings: DeviceSettings, **loop: Any) -> TrainConfig:
+    """The trial's optimizer and loop settings with the device's precision and compile mode; ``loop``
+    overrides TrainConfig's fields (a run: its target; lr-find: its own step count and no compile).
+    ``trial`` None: TrainConfig's own defaults (throughput cases have no trial)."""
     optim = {} if trial is None else {
-        "weight_decay": trial.weight_decay, "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing,
+        "max_steps": trial.steps, "eval_every": trial.eval_every, "weight_decay": trial.weight_decay,
+        "nesterov": trial.nesterov, "label_smoothing": trial.label_smoothing,
         "checkpoint_every": trial.checkpoint_every, "checkpoint_interval_s": trial.checkpoint_interval_s,
-        "fine_eval_from": trial.fine_eval_from, "fine_eval_every": trial.fine_eval_every}
-    return TrainConfig(max_steps=steps, eval_every=eval_every or (trial.eval_every if trial else steps),
-                       precision=settings.precision, compile=settings.compile if compile is None else compile,
-                       warmup_steps=settings.warmup_steps if warmup_steps is None else warmup_steps,
-                       target_acc=target, stop_at_target=stop_at_target, **optim)
+        "fine_eval_from": trial.fine_eval_from,
+        "fine_eval_every": trial.fine_eval_every}
+    base = TrainConfig(**{"max_steps": 1, "eval_every": 1, **optim}, precision=settings.precision,
+                       compile=settings.compile, warmup_steps=settings.warmup_steps)
+    return replace(base, **loop)
 
 
 # ---- execution defaults: "auto" resolved from what the device can do --------------------------------

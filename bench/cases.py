@@ -31,7 +31,8 @@ from rich.console import Console
 from bench import build, report
 from bench.common import JobError, UsageError, Where, error_text
 from bench.config import CaseSpec, Config, ConfigError, DeviceSettings
-from bench.results import ProfileOpRow, ProfileRow, StepTimeRow, ThroughputRow, read_rows, step_times, write_rows
+from bench.results import (ProfileOpRow, ProfileRow, StepTimeRow, ThroughputRow, read_rows, run_id, step_times,
+                           write_rows)
 from sc_fast import distributed
 from sc_fast.ceilings import Ceilings, achieved_tflops, mfu
 from sc_fast.data import Cifar10
@@ -39,7 +40,8 @@ from sc_fast.flops import StepCost, train_step_cost
 from sc_fast.pipeline import PipelineUnavailable, make_pipeline
 from sc_fast.profile import profile_steps
 from sc_fast.throughput import (Measurement, Work, measurement, peak_memory_mib, reset_peak_memory, synthetic_batch,
-                                time_steps, training_step, warm_up)
+                                training_step, warm_up)
+from sc_fast.timing import time_steps
 from sc_fast.train import batch_stream, float32_math, set_float32_math
 
 TIMED_OUT = "timed_out"  # a case's status when a signal (a time limit) ended it before its first repeat
@@ -182,11 +184,12 @@ class Cost:
 NO_COST = Cost(None, None)
 
 
-def case_row(run_id: str, case: Case, where: Where, s: Settings, m: Measurement | None, status: str,
-             error: str = "", cost: Cost = NO_COST) -> ThroughputRow:
+def case_row(run: "Run", case: Case, m: Measurement | None, status: str, error: str = "",
+             cost: Cost = NO_COST) -> ThroughputRow:
+    where, s = run.where, run.settings
     per_device = m.imgs_per_s / where.world.size if m else None
     return ThroughputRow(
-        run_id=run_id, case=case.name, device=str(where.device), world_size=where.world.size,
+        run_id=run_id(run.run_dir), case=case.name, device=str(where.device), world_size=where.world.size,
         imgs_per_s_per_device=per_device, pipeline=case.pipeline, precision=case.precision,
         channels_last=case.channels_last, compile=case.compile, batch_size=case.batch_size, steps=case.steps,
         imgs_per_s=m.imgs_per_s if m else None, step_ms_median=m.step_ms(50) if m else None,
@@ -382,8 +385,7 @@ class Measuring:
         return self.costs[key]
 
     def _row(self, live: Live, status: str, error: str = "") -> ThroughputRow:
-        return case_row(self.run.run_dir.name, live.case, self.run.where, self.run.settings, live.measured(),
-                        status, error, live.cost)
+        return case_row(self.run, live.case, live.measured(), status, error, live.cost)
 
     def _current(self, live: Live) -> ThroughputRow:
         return live.final or self._row(live, "ok")

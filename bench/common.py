@@ -38,6 +38,14 @@ class JobError(Exception):
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a job (a run, a throughput matrix, a range test) ends with: its folder and exit code."""
+
+    run_dir: Path
+    code: int
+
+
+@dataclass(frozen=True)
 class Where:
     """This process's device and its place in the job (one rank of a torchrun job, or alone)."""
 
@@ -192,6 +200,18 @@ def recorded_config(env: dict[str, Any]) -> str | None:
     recorded = env.get("config") if isinstance(env.get("config"), dict) else {}
     path = recorded.get("path")
     return path if path and Path(str(path)).is_file() else None
+
+
+def new_folder(out: Path, folder: Path | None, device: torch.device) -> Path:
+    """A job's new folder: exactly ``folder`` (a suite part, named by its role), else a new run folder
+    under ``out``; UsageError when it cannot be made (or ``folder`` exists)."""
+    if folder is None:
+        return make_run_dir(out, device)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as e:
+        raise UsageError(f"{folder}: cannot make the run folder ({e.strerror or e})") from None
+    return folder
 
 
 def make_run_dir(out: Path, device: torch.device) -> Path:

@@ -305,6 +305,15 @@ def step_times(path: Path) -> dict[str, list[StepTimeRow]] | None:
     return by_case
 
 
+PART_ROLES = ("throughput", "run", "lr-find")  # a suite's parts, each a run folder named by its role
+
+
+def run_id(run_dir: Path) -> str:
+    """A run folder's id: its name, or for a suite's part (``<suite>/run``) the suite's id and the role,
+    so that ids stay unique across a results tree holding several suites."""
+    return f"{run_dir.parent.name}-{run_dir.name}" if run_dir.name in PART_ROLES else run_dir.name
+
+
 def new_run_dir(out: Path, slug: str, now: datetime | None = None) -> Path:
     """``<out>/<run_id>/``, created exclusively: never another run's folder. The run id is
     ``<UTC time to the millisecond>Z-<4 random hex digits>-<slug>``, e.g.
@@ -364,7 +373,7 @@ class RunFolder:
 
     @property
     def run_id(self) -> str:
-        return self.path.name
+        return run_id(self.path)
 
     @staticmethod
     def open(path: Path, label: str = "") -> "RunFolder":

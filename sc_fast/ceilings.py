@@ -26,13 +26,14 @@ import os
 import re
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sc_fast.timing import time_steps
 
 MATMUL_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -120,24 +121,11 @@ def tf32_matmul(enabled: bool) -> Iterator[None]:
 
 def _timed(work: Callable[[], object], warmup: int, repeats: int, device: torch.device,
            budget_s: float | None) -> list[float]:
-    """Seconds of each timed call of ``work`` after ``warmup`` untimed ones."""
+    """Seconds of each timed call of ``work`` after ``warmup`` untimed ones (sc_fast.timing's clock;
+    on a CPU at most ``budget_s`` of timed calls)."""
     for _ in range(warmup):
         work()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)  # sync point: warm-up must not land in the first repeat
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(repeats + 1)]
-        events[0].record()
-        for i in range(repeats):
-            work()
-            events[i + 1].record()
-        torch.cuda.synchronize(device)  # sync point: after the timed region, to read the events
-        return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(repeats)]
-    out: list[float] = []
-    while len(out) < repeats and (budget_s is None or not out or sum(out) < budget_s):
-        t0 = time.perf_counter()
-        work()
-        out.append(time.perf_counter() - t0)
-    return out
+    return time_steps(work, repeats, device, budget_s if device.type != "cuda" else None)
 
 
 def measure_matmul(device: torch.device, precision: str, n: int, repeats: int, warmup: int = 2,

@@ -33,21 +33,37 @@ RAMPS = ("exponential", "linear")
 
 @dataclass(frozen=True)
 class ExponentialSettings:
-    start_lr: float = 1e-4
-    end_lr: float = 10.0
-    steps: int = 100
-    smoothing: float = 0.98  # EMA beta (fastai's AvgSmoothLoss)
-    diverge_factor: float = 4.0  # stop once smoothed loss > this x its minimum
+    """fastai's ramp (the harness reads its values from bench.toml's [lr_find], where their defaults are)."""
+
+    start_lr: float
+    end_lr: float
+    steps: int
+    smoothing: float  # EMA beta (fastai's AvgSmoothLoss)
+    diverge_factor: float  # stop once smoothed loss > this x its minimum
     momentum: float = 0.9
 
 
 @dataclass(frozen=True)
 class LinearSettings:
-    end_lr: float = 3.0
-    steps: int = 1000
-    eval_every: int = 50
-    smoothing: float = 0.98  # only for the recorded smoothed loss: the linear test never stops early
+    end_lr: float
+    steps: int
+    eval_every: int
+    smoothing: float  # only for the recorded smoothed loss: the linear test never stops early
     momentum: float = 0.9
+
+
+@dataclass(frozen=True)
+class RangeSetup:
+    """What a range test trains: a fresh model from ``make_model()`` (on ``device``), on
+    ``pipeline``'s batches, with sc_fast.train's step and optimizer under ``cfg``."""
+
+    make_model: Callable[[], nn.Module]
+    pipeline: Pipeline
+    cfg: TrainConfig
+    device: torch.device
+    seed: int = 0
+    read_every: int = 8  # losses are read this many steps at a time: one host sync per chunk
+    on_step: Callable[[int], None] | None = None  # after each step is queued (no sync): progress
 
 
 @dataclass(frozen=True)
@@ -110,74 +126,86 @@ class _StopRule:
         return None
 
 
-def exponential_test(make_model: Callable[[], nn.Module], pipeline: Pipeline, cfg: TrainConfig,
-                     device: torch.device, settings: ExponentialSettings, seed: int = 0,
-                     read_every: int = 8, on_step: Callable[[int], None] | None = None) -> RangeTest:
-    """fastai's range test. ``make_model()`` must return a new model on ``device``."""
+@dataclass(frozen=True)
+class _Ramp:
+    name: str  # exponential | linear
+    schedule: Schedule
+    steps: int
+    smoothing: float
+    stop: "_StopRule"
+    eval_every: int | None  # test evaluations (the linear test); None: none
+
+
+def exponential_test(setup: RangeSetup, settings: ExponentialSettings) -> RangeTest:
+    """fastai's range test."""
     schedule = ExponentialRamp(settings.start_lr, settings.end_lr, settings.steps, settings.momentum)
-    return _range_test("exponential", make_model, pipeline, schedule, settings.steps, cfg, device, seed,
-                       settings.smoothing, _StopRule(settings.diverge_factor), None, read_every, on_step)
+    return _range_test(setup, _Ramp("exponential", schedule, settings.steps, settings.smoothing,
+                                     _StopRule(settings.diverge_factor), None))
 
 
-def linear_test(make_model: Callable[[], nn.Module], pipeline: Pipeline, cfg: TrainConfig,
-                device: torch.device, settings: LinearSettings, seed: int = 0, read_every: int = 8,
-                on_step: Callable[[int], None] | None = None) -> RangeTest:
+def linear_test(setup: RangeSetup, settings: LinearSettings) -> RangeTest:
     """The paper's range test: LR 0 -> ``end_lr`` linearly, test metrics every ``eval_every`` steps
     and at the last step. It runs to the end (the fall of accuracy is the point) unless the loss
     stops being finite, after which nothing more can be learned."""
     schedule = LinearRamp(0.0, settings.end_lr, settings.steps, settings.momentum)
-    return _range_test("linear", make_model, pipeline, schedule, settings.steps, cfg, device, seed,
-                       settings.smoothing, _StopRule(None), settings.eval_every, read_every, on_step)
+    return _range_test(setup, _Ramp("linear", schedule, settings.steps, settings.smoothing, _StopRule(None),
+                                    settings.eval_every))
 
 
-def _range_test(ramp: str, make_model: Callable[[], nn.Module], pipeline: Pipeline, schedule: Schedule,
-                steps: int, cfg: TrainConfig, device: torch.device, seed: int, smoothing: float,
-                stop: _StopRule, eval_every: int | None, read_every: int,
-                on_step: Callable[[int], None] | None) -> RangeTest:
+def _range_test(setup: RangeSetup, ramp: _Ramp) -> RangeTest:
     # fork_rng: seeding for the throwaway model must not change what later trials draw.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        model = make_model()
-        model.train()
-        optimizer = build_optimizer(model, schedule, cfg)
-        step_fn = make_step(model, optimizer, cfg, device)
-        points, reason = _drive(step_fn, model, optimizer, pipeline, schedule, steps, cfg, device,
-                                _Smoother(smoothing), stop, eval_every, max(1, read_every), on_step)
-        del model, optimizer, step_fn  # the weights never leave this function
-    return RangeTest(ramp=ramp, planned_steps=steps, stop_reason=reason, points=tuple(points))
+    with torch.random.fork_rng(devices=[setup.device] if setup.device.type == "cuda" else []):
+        torch.manual_seed(setup.seed)
+        points, reason = _Drive(setup, ramp).run()  # the weights never leave it
+    return RangeTest(ramp=ramp.name, planned_steps=ramp.steps, stop_reason=reason, points=tuple(points))
 
 
-def _drive(step_fn: Callable, model: nn.Module, optimizer: torch.optim.Optimizer, pipeline: Pipeline,
-           schedule: Schedule, steps: int, cfg: TrainConfig, device: torch.device, smooth: _Smoother,
-           stop: _StopRule, eval_every: int | None, read_every: int,
-           on_step: Callable[[int], None] | None) -> tuple[list[RangePoint], str]:
-    """The training loop of both tests. Losses stay on the device and are read ``read_every``
-    steps at a time (one host sync per chunk). The stop rule is then applied step by step, so the
-    curve and the stop point are exactly those of a per-step check; the up to ``read_every - 1``
-    steps queued past a stop only ever touched the throwaway model and are discarded."""
-    points: list[RangePoint] = []
-    pending: list[torch.Tensor] = []
-    for i, (x, y) in enumerate(batch_stream(pipeline, steps)):
-        set_hyperparams(optimizer, schedule, i)
-        pending.append(step_fn(x, y))
-        if on_step:
-            on_step(i + 1)
-        at_eval = eval_every is not None and ((i + 1) % eval_every == 0 or i == steps - 1)
-        if len(pending) < read_every and not at_eval and i < steps - 1:
-            continue
-        losses = torch.stack(pending).float().tolist()  # sync point: one host read per chunk
-        first = i + 1 - len(pending)
-        pending.clear()
-        for j, loss in enumerate(losses, start=first):
-            smoothed = smooth(loss)
-            points.append(RangePoint(j, schedule.lr(j), loss, smoothed))
-            reason = stop(loss, smoothed)
+class _Drive:
+    """The training loop of both tests, on a model built here and thrown away after. Losses stay on the
+    device and are read ``read_every`` steps at a time (one host sync per chunk). The stop rule is
+    then applied step by step, so the curve and the stop point are exactly those of a per-step check;
+    the up to ``read_every - 1`` steps queued past a stop only ever touched the throwaway model."""
+
+    def __init__(self, setup: RangeSetup, ramp: _Ramp) -> None:
+        self.setup, self.ramp = setup, ramp
+        self.model = setup.make_model()
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, ramp.schedule, setup.cfg)
+        self.step_fn = make_step(self.model, self.optimizer, setup.cfg, setup.device)
+        self.smooth = _Smoother(ramp.smoothing)
+        self.points: list[RangePoint] = []
+
+    def run(self) -> tuple[list[RangePoint], str]:
+        pending: list[torch.Tensor] = []
+        steps, every, read_every = self.ramp.steps, self.ramp.eval_every, max(1, self.setup.read_every)
+        for i, (x, y) in enumerate(batch_stream(self.setup.pipeline, steps)):
+            set_hyperparams(self.optimizer, self.ramp.schedule, i)
+            pending.append(self.step_fn(x, y))
+            if self.setup.on_step:
+                self.setup.on_step(i + 1)
+            at_eval = every is not None and ((i + 1) % every == 0 or i == steps - 1)
+            if len(pending) < read_every and not at_eval and i < steps - 1:
+                continue
+            reason = self._read(pending, first=i + 1 - len(pending))
+            pending.clear()
             if reason:
-                return points, reason
-        if at_eval:
-            test_loss, test_acc = evaluate(step_fn.forward, model, pipeline, cfg, device)
-            points[-1] = replace(points[-1], test_loss=test_loss, test_acc=test_acc)
-    return points, "completed"
+                return self.points, reason
+            if at_eval:
+                test_loss, test_acc = evaluate(self.step_fn.forward, self.model, self.setup.pipeline, self.setup.cfg,
+                                               self.setup.device)
+                self.points[-1] = replace(self.points[-1], test_loss=test_loss, test_acc=test_acc)
+        return self.points, "completed"
+
+    def _read(self, pending: list[torch.Tensor], first: int) -> str | None:
+        """The chunk's losses as points, the stop rule applied to each; the reason it stopped, if it did."""
+        losses = torch.stack(pending).float().tolist()  # sync point: one host read per chunk
+        for j, loss in enumerate(losses, start=first):
+            smoothed = self.smooth(loss)
+            self.points.append(RangePoint(j, self.ramp.schedule.lr(j), loss, smoothed))
+            reason = self.ramp.stop(loss, smoothed)
+            if reason:
+                return reason
+        return None
 
 
 # ---- suggestions: pure functions of the curve -------------------------------------------------------

@@ -19,7 +19,6 @@ CUPTI's start-up cost is not counted as the step's.
 """
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
 from sc_fast.throughput import Work
-from sc_fast.timing import synchronize
+from sc_fast.timing import step_and_issue_ms, synchronize
 
 
 @dataclass(frozen=True)
@@ -91,24 +90,13 @@ def _stats(prof: profile) -> list[OpStat]:
     return out
 
 
-def _clocks(work: Work, steps: int, device: torch.device) -> tuple[float, float]:
-    """(step ms, issue ms) over ``steps`` unprofiled steps."""
-    synchronize(device)  # sync point: earlier work must not land in these steps
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        work()
-    issued = time.perf_counter()
-    synchronize(device)  # sync point: the steps' device work is done
-    return (time.perf_counter() - t0) * 1e3 / steps, (issued - t0) * 1e3 / steps
-
-
 def profile_steps(work: Work, steps: int, device: torch.device, trace: Path | None = None,
                   top: int = 15) -> StepProfile:
     """Clocks over ``steps`` steps of ``work``, then ``steps`` more under the profiler (its trace
     written to ``trace`` when given). ``work`` must be warmed up: compilation is not profiled."""
     if steps <= 0 or top <= 0:
         raise ValueError("steps and top must be positive")
-    step_ms, issue_ms = _clocks(work, steps, device)
+    step_ms, issue_ms = step_and_issue_ms(work, steps, device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     # one warm-up step under the profiler, not recorded, then ``steps`` recorded ones
     with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=steps, repeat=1)) as prof:

@@ -1,13 +1,7 @@
 """Step-throughput measurement: warm up, then time N steps per repeat, several repeats.
 
-How a step is timed:
-
-- CUDA: one event recorded before the first step and one after each step, all on the current
-  stream; the host waits once, after the last step of a repeat. Nothing inside the timed steps
-  waits for the device, so the host keeps queueing work exactly as in training, and the event
-  intervals still add up to the span the GPU took (idle gaps while it waited for launches
-  included: a launch-bound step shows up as slow, as it should).
-- CPU: ``time.perf_counter`` around each step; CPU ops have finished when they return.
+How a step is timed: sc_fast.timing.time_steps (CUDA events on the stream, one host wait per
+repeat; ``time.perf_counter`` on a CPU, whose ops have finished when they return).
 
 Warm-up (first-call allocation, torch.compile, autotuning, CUDA-graph recording) runs before
 the clock and is reported separately. Images per second of a repeat are
@@ -31,7 +25,7 @@ from torch import nn
 
 from sc_fast.pipeline import Batch
 from sc_fast.schedules import Constant
-from sc_fast.timing import synchronize
+from sc_fast.timing import synchronize, time_steps
 from sc_fast.train import TrainConfig, build_optimizer, input_dtype, make_step
 
 Work = Callable[[], object]  # one step: fetch a batch and/or train on it
@@ -76,26 +70,6 @@ def training_step(model: nn.Module, cfg: TrainConfig,
     model.train()
     optimizer = build_optimizer(model, Constant(base_lr=0.01, base_momentum=0.9), cfg)
     return make_step(model, optimizer, cfg, device)
-
-
-def time_steps(work: Work, steps: int, device: torch.device) -> list[float]:
-    """Seconds of each of ``steps`` calls to ``work``; one host wait at the end on CUDA."""
-    synchronize(device)  # queued warm-up work must not land in the first step
-    if device.type == "cuda":
-        events = [torch.cuda.Event(enable_timing=True) for _ in range(steps + 1)]
-        events[0].record()
-        for i in range(steps):
-            work()
-            events[i + 1].record()
-        synchronize(device)  # sync point: after the timed steps, to read the events
-        return [events[i].elapsed_time(events[i + 1]) / 1e3 for i in range(steps)]
-    out, t0 = [], time.perf_counter()
-    for _ in range(steps):
-        work()
-        t1 = time.perf_counter()
-        out.append(t1 - t0)
-        t0 = t1
-    return out
 
 
 def reset_peak_memory(device: torch.device) -> None:

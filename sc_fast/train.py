@@ -526,12 +526,10 @@ class _Trial:
             reached_at=self.reached_at)
 
 
-def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: TrainConfig,
-                device: torch.device, on_eval: Callable[[EvalPoint], None] | None = None,
-                on_step: Callable[[int], None] | None = None, resume: TrialState | None = None,
-                on_checkpoint: Callable[[TrialState], None] | None = None) -> TrialOutcome:
+def train_trial(model: nn.Module, pipeline: Pipeline, schedule: Schedule, cfg: TrainConfig, device: torch.device,
+                hooks: Hooks = Hooks(), resume: TrialState | None = None) -> TrialOutcome:
     """Warm-up and compilation off the clock, the initial weights restored (or ``resume``'s state:
-    go on from a checkpoint), then the timed loop to ``cfg.max_steps`` or the target (Hooks says
-    when the callbacks run)."""
+    go on from a checkpoint), then the timed loop to ``cfg.max_steps`` or the target (``hooks``
+    says when its callbacks run)."""
     model.train()
-    return _Trial(model, pipeline, schedule, cfg, device, Hooks(on_eval, on_step, on_checkpoint), resume or START).run()
+    return _Trial(model, pipeline, schedule, cfg, device, hooks, resume or START).run()

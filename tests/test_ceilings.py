@@ -56,23 +56,24 @@ def test_the_tf32_setting_is_restored(before: str) -> None:
         matmul.fp32_precision = saved
 
 
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
 def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever the process had set, the fp32 product runs at "highest" precision."""
-    seen = []
-    mm = torch.mm
+    """Whatever the process had set, the fp32 product runs with IEEE float32 math, and the setting is
+    put back after."""
+    matmul, seen, mm = torch.backends.cuda.matmul, [], torch.mm
 
     def spy(*args: object, **kwargs: object) -> torch.Tensor:
-        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        seen.append(matmul.fp32_precision)
         return mm(*args, **kwargs)
 
     monkeypatch.setattr(torch, "mm", spy)
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
     try:
         assert measure_matmul(CPU, "fp32", 32, repeats=2, warmup=1) > 0
-        assert seen == [False] * 3 and torch.backends.cuda.matmul.allow_tf32 is True
+        assert seen == ["ieee"] * 3 and matmul.fp32_precision == "tf32"
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+        matmul.fp32_precision = saved
 
 
 def test_a_cpu_budget_stops_the_repeats_early() -> None:

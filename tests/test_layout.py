@@ -85,3 +85,29 @@ def test_sc_fast_is_a_library() -> None:
         assert not roots & {"bench", "rich", "pandas"}, p.name
         if p.name != "pipeline.py":
             assert "nvidia" not in roots, f"{p.name} imports DALI"
+
+
+def test_no_command_imports_another() -> None:
+    """A command is a thin entry over harness functions (the suite calls bench.matrix, bench.trials and
+    bench.range_test, never the run, throughput or lr-find command); only the CLI entry imports them."""
+    edges = graph()
+    for m, deps in edges.items():
+        if m.startswith("bench.commands."):
+            assert [d for d in deps if d.startswith("bench.commands.")] == [], m
+
+
+def test_functions_are_short_and_take_few_parameters() -> None:
+    """About 40 lines and at most 7 parameters (self not counted) for every function of bench/ and sc_fast/."""
+    long = []
+    for pkg in PACKAGES:
+        for path in (REPO / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                a = node.args
+                params = [*a.posonlyargs, *a.args, *a.kwonlyargs] + [p for p in (a.vararg, a.kwarg) if p]
+                n = len([p for p in params if p.arg not in ("self", "cls")])
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 40 or n > 7:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {lines} lines, {n} parameters")
+    assert long == []

@@ -13,7 +13,7 @@ from torch import nn
 from bench import cli
 from sc_fast import lr_find
 from sc_fast.data import Cifar10, DataError, locate
-from sc_fast.lr_find import (ExponentialSettings, LinearSettings, accuracy_plateau_end, fastai_suggestions,
+from sc_fast.lr_find import (ExponentialSettings, LinearSettings, RangeSetup, accuracy_plateau_end, fastai_suggestions,
                              loss_turning_point, minimum, steep, valley)
 from sc_fast.pipeline import PipelineSpec, TorchPipeline
 from sc_fast.train import TrainConfig
@@ -121,8 +121,8 @@ CFG = TrainConfig(max_steps=200, eval_every=5)
 
 
 def test_exponential_test_stops_at_divergence_and_keeps_its_curve(tiny_pipeline: TorchPipeline) -> None:
-    settings = ExponentialSettings(start_lr=1e-3, end_lr=1e4, steps=200)
-    test = lr_find.exponential_test(_tiny_model, tiny_pipeline, CFG, CPU, settings)
+    settings = ExponentialSettings(start_lr=1e-3, end_lr=1e4, steps=200, smoothing=0.98, diverge_factor=4.0)
+    test = lr_find.exponential_test(RangeSetup(_tiny_model, tiny_pipeline, CFG, CPU), settings)
     assert test.stop_reason in ("diverged", "non-finite loss")
     assert 1 < len(test.points) < settings.steps
     assert [p.step for p in test.points] == list(range(len(test.points)))
@@ -141,13 +141,13 @@ def test_exponential_test_stops_at_divergence_and_keeps_its_curve(tiny_pipeline:
 
 def test_range_test_is_deterministic_leaks_nothing_and_chunked_reads_change_nothing(
         tiny_pipeline: TorchPipeline) -> None:
-    settings = ExponentialSettings(start_lr=1e-3, end_lr=1e4, steps=200)
+    settings = ExponentialSettings(start_lr=1e-3, end_lr=1e4, steps=200, smoothing=0.98, diverge_factor=4.0)
     torch.manual_seed(123)
     rng_before = torch.get_rng_state()
     reference = _tiny_model().state_dict()
     torch.set_rng_state(rng_before)
-    per_step = lr_find.exponential_test(_tiny_model, tiny_pipeline, CFG, CPU, settings, read_every=1)
-    chunked = lr_find.exponential_test(_tiny_model, tiny_pipeline, CFG, CPU, settings, read_every=7)
+    per_step = lr_find.exponential_test(RangeSetup(_tiny_model, tiny_pipeline, CFG, CPU, read_every=1), settings)
+    chunked = lr_find.exponential_test(RangeSetup(_tiny_model, tiny_pipeline, CFG, CPU, read_every=7), settings)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the test's seeding stayed inside it
     after = _tiny_model().state_dict()  # what a trial built next would get
     assert all(torch.equal(after[k], reference[k]) for k in reference)
@@ -155,8 +155,8 @@ def test_range_test_is_deterministic_leaks_nothing_and_chunked_reads_change_noth
 
 
 def test_linear_test_evaluates_on_schedule(tiny_pipeline: TorchPipeline) -> None:
-    settings = LinearSettings(end_lr=0.5, steps=12, eval_every=5)
-    test = lr_find.linear_test(_tiny_model, tiny_pipeline, CFG, CPU, settings)
+    settings = LinearSettings(end_lr=0.5, steps=12, eval_every=5, smoothing=0.98)
+    test = lr_find.linear_test(RangeSetup(_tiny_model, tiny_pipeline, CFG, CPU), settings)
     assert test.stop_reason == "completed" and len(test.points) == 12
     assert test.points[0].lr == 0.0 and test.points[-1].lr == pytest.approx(0.5)
     assert [p.step for p in test.evals()] == [4, 9, 11]

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench.results import new_run_dir, run_started
+from bench.results import run_id as run_id_of
 
 REPO = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 24, 5, 43, 55, 482913, tzinfo=timezone.utc)
@@ -49,7 +50,7 @@ def test_committed_runs_have_unique_ids_recorded_consistently() -> None:
     ids: dict[str, list[Path]] = {}
     for run in runs:
         run_id = json.loads((run / "env.json").read_text()).get("run_id")
-        assert run_id == run.name, f"{run}: env.json's run_id is {run_id!r}"
+        assert run_id == run_id_of(run), f"{run}: env.json's run_id is {run_id!r}"
         ids.setdefault(run_id, []).append(run)
         assert run_started(run_id) is not None, run
         for name in ("trials.csv", "curves.csv", "throughput.csv"):

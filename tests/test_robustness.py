@@ -298,7 +298,7 @@ def test_sigterm_during_result_write_waits_for_whole_trial(
         tmp_path: Path, config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """SIGTERM arriving while a finished trial's curves are written: its curves and row both land,
     then the run stops (130) and --resume runs only the other seed."""
-    import bench.commands.run as runner
+    import bench.trials as runner
 
     real_write, sent = runner.write_rows, []
 

@@ -59,12 +59,15 @@ def test_quick_suite_end_to_end(tmp_path: Path) -> None:
     env = env_of(suite)
     assert env["kind"] == "suite" and env["state"] == "complete" and env["quick"] is True
     assert [env["parts"][n]["state"] for n in ("throughput", "run", "lr-find")] == ["complete"] * 3
-    kinds = {env_of(suite / part["folder"])["kind"] for part in env["parts"].values()}
-    assert kinds == {"throughput", "run", "lr_find"}
-    run = env_of(suite / env["parts"]["run"]["folder"])
+    # each part a run folder of its kind, named by its role
+    assert {n: env_of(suite / n)["kind"] for n in ("throughput", "run", "lr-find")} == \
+        {"throughput": "throughput", "run": "run", "lr-find": "lr_find"}
+    assert [env["parts"][n]["folder"] for n in ("throughput", "run", "lr-find")] == ["throughput", "run", "lr-find"]
+    run = env_of(suite / "run")
     assert run["plan"]["seeds"] == [0]  # --quick: one seed
-    throughput = suite / env["parts"]["throughput"]["folder"]  # [suite].cpu_trace = 1: profiled
-    assert env["parts"]["throughput"]["argv"][-2:] == ["--trace", "1"]
+    assert run["run_id"] == f"{suite.name}-run"  # unique across a results tree of several suites
+    throughput = suite / "throughput"  # [suite].cpu_trace = 1: profiled
+    assert env_of(throughput)["settings"]["trace"] == 1
     assert (throughput / "profile.csv").read_text().count("\n") == 1 + 4  # base + the 3 default cases
     summary = (suite / "summary.md").read_text()
     for figure in ("| device |", "| best img/s |", "time to 10%: tiny |", "time to 10%: tiny-clr |",

@@ -16,7 +16,7 @@ from sc_fast.data import Cifar10
 from sc_fast.model import ResNetCifar
 from sc_fast.pipeline import PipelineSpec, TorchPipeline
 from sc_fast.schedules import Constant, OneCycle, Schedule
-from sc_fast.train import TrainConfig, TrialOutcome, TrialState, train_trial
+from sc_fast.train import Hooks, TrainConfig, TrialOutcome, TrialState, train_trial
 
 CPU = torch.device("cpu")
 SPEC = PipelineSpec(batch_size=16, eval_batch_size=32, train_images=64, eval_images=64)  # 4 steps/epoch
@@ -37,7 +37,9 @@ def small_model(seed: int = 0) -> nn.Module:
 
 def run(data: Cifar10, schedule: Schedule, cfg: TrainConfig, model: nn.Module | None = None,
         **kw: object) -> TrialOutcome:
-    return train_trial(model or small_model(), TorchPipeline(data, SPEC, CPU), schedule, cfg, CPU, **kw)
+    resume = kw.pop("resume", None)
+    return train_trial(model or small_model(), TorchPipeline(data, SPEC, CPU), schedule, cfg, CPU, Hooks(**kw),
+                       resume)
 
 
 def cfg(**kw: object) -> TrainConfig:

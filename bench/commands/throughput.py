@@ -21,30 +21,12 @@ written).
 """
 
 import argparse
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 
-from bench import build, report
-from bench import config as config_mod
-from bench.cases import NOTHING_YET, Case, Forced, Measuring, Progress, Run, Settings, plan_cases, settings
-from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, UsageError, Where, check_writable, config_flags,
-                          device_flags, device_name, fraction_below_one, join_world, locate_data, make_run_dir,
-                          non_negative_int, positive_int, recorded_config, resolve_device, world_record)
-from bench.config import resolved_dict
-from bench.gate import (Baseline, apply_gate, baseline_world, check_comparable, gate_env, gate_line, gate_test_text,
-                        load_baseline, with_scaling)
-from bench.results import RunError, RunFolder, ThroughputRow, write_rows
-from sc_fast import ceilings as ceilings_mod
-from sc_fast import distributed
-from sc_fast.ceilings import Ceilings
-from sc_fast.data import default_cache, load
-from sc_fast.distributed import World
-from sc_fast.env import fingerprint
-from sc_fast.train import float32_math
+from bench.common import config_flags, device_flags, fraction_below_one, non_negative_int, positive_int
+from bench.matrix import MatrixRequest, measure_matrix
 
 HELP = "step-throughput cases and regression gate"
 PARENTS = (config_flags, device_flags)
@@ -70,171 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def write_env(run_dir: Path, env: dict[str, Any], state: str, world: World = World.single()) -> None:
-    env["state"] = state
-    if world.is_main:
-        RunFolder(run_dir).write_env(env)
-
-
-@dataclass(frozen=True)
-class Job:
-    """A throughput run about to measure: a new one, or an interrupted one reopened."""
-
-    run: Run
-    env: dict[str, Any]
-    todo: list[Case]
-    done: Progress
-    baseline: Baseline | None
-    max_regression: float
-
-
 def main(args: argparse.Namespace, console: Console) -> int:
-    job = _reopen(args, console) if args.resume else _new(args, console)
-    run_dir, world = job.run.run_dir, job.run.where.world
-    console = console if world.is_main else Console(quiet=True)  # rank 0 alone prints
-    write_env(run_dir, job.env, "running", world)
-    try:
-        progress = Measuring(job.run, job.todo, job.done, console).measure()
-    except KeyboardInterrupt:
-        write_env(run_dir, job.env, "interrupted", world)
-        console.print(f"[yellow]interrupted: what was measured is in {run_dir}; measure the cases without a row "
-                      f"with: python -m bench throughput --resume {run_dir}[/yellow]")
-        return EXIT_INTERRUPTED
-    if not world.is_main:
-        return EXIT_OK
-    return finish(job, progress, args.json, console)
-
-
-def measure_ceilings(cases: list[Case], where: Where, name: str) -> Ceilings | None:
-    """The device's ceilings at the precisions of the model cases this run measures (cached per device
-    and torch version, so a run pays for them once); None when no model case runs here."""
-    precisions = sorted({c.precision for c in cases if c.model and not c.skip_reason(where.device, where.world.size)})
-    if not precisions:
-        return None
-    plan = ceilings_mod.default_plan(where.device)
-    return ceilings_mod.cached(where.device, name, precisions, default_cache() / "ceilings", plan)
-
-
-def ceilings_env(c: Ceilings | None) -> dict[str, Any] | None:
-    """env.json's ``ceilings``: what was measured, and the datasheet's peaks where the device has one."""
-    if c is None:
-        return None
-    sheet = ceilings_mod.datasheet(c.device_name)
-    return {"measured": c.to_json(), "datasheet": asdict(sheet) if sheet else None}
-
-
-def _needs_data(cases: list[Case], where: Where) -> bool:
-    return any(c.pipeline != "synthetic" and not c.skip_reason(where.device, where.world.size) for c in cases)
-
-
-def _new(args: argparse.Namespace, console: Console) -> Job:
-    """Everything that can be wrong with the flags, config, baseline, --out or data fails before the
-    run folder exists."""
-    cfg = config_mod.load(args.config)
-    device, world = join_world(resolve_device(args.device))
-    where = Where(device, world)
-    console = console if world.is_main else Console(quiet=True)
-    s = settings(cfg, args.steps, args.warmup, args.repeats, args.trace, device.type)
-    defaults, line = build.device_settings(cfg, device)
-    cases = plan_cases(cfg, defaults, args.case, s, Forced(args.steps, args.batch_size))
-    build.check_ranks(world, [(f"case {c.name!r}", c.batch_size, c.compile) for c in cases
-                              if c.name in (args.case or []) and (not c.device or c.device == device.type)])
-    fp = fingerprint()
-    name = device_name(fp, device)
-    baseline = load_baseline(Path(args.baseline)) if args.baseline else None
-    if baseline:
-        check_comparable(baseline, name, cases, console)
-    check_writable(Path(args.out))
-    data_dir = locate_data(cfg, args.data) if _needs_data(cases, where) else None
-    data = load(data_dir) if data_dir else None  # before the run folder: errors write nothing
-    console.print(line)
-    ceilings = measure_ceilings(cases, where, name) if world.is_main else None  # rank 0 writes the rows
-    run_dir = Path(str(distributed.broadcast(str(make_run_dir(Path(args.out), device)) if world.is_main else None)))
-    env = {"run_id": run_dir.name, "kind": "throughput", "device": str(device), "device_name": name,
-           "settings": asdict(s), "defaults": asdict(defaults), "cases": [asdict(c) for c in cases], "env": fp,
-           "config": resolved_dict(cfg), "world": world_record(where), "data_dir": str(data_dir or ""),
-           "baseline": None if not baseline else {"path": str(baseline.path), "run_id": baseline.path.name,
-                                                  "max_regression": args.max_regression},
-           "float32_precision": {c.name: float32_math(c.precision) for c in cases},  # set per case
-           "ceilings": ceilings_env(ceilings)}
-    build.prepare(device, defaults.precision)
-    _announce(console, run_dir, name, where, s, len(cases), ceilings)
-    run = Run(run_dir, where, s, data, ceilings, cfg.throughput.baseline_case)
-    return Job(run, env, cases, NOTHING_YET, baseline, args.max_regression)
-
-
-def _announce(console: Console, run_dir: Path, name: str, where: Where, s: Settings, n: int,
-              ceilings: Ceilings | None) -> None:
-    ranks = f" on {where.world.size} ranks (img/s: the job's, batch: global)" if where.world.size > 1 else ""
-    console.print(f"run folder: {run_dir}\n{name}{ranks}: {n} cases, each {s.warmup} warm-up steps, then "
-                  f"{s.repeats} repeats of {s.steps} timed steps (unless the case sets its own), round-robin")
-    if ceilings:
-        peaks = ", ".join(f"{p} {t:,.3g}" for p, t in ceilings.matmul_tflops.items())
-        console.print(f"ceilings: matmul TFLOP/s {peaks} (n={ceilings.matmul_n}); memory "
-                      f"{ceilings.bandwidth_gb_s:,.1f} GB/s")
-
-
-PLAN_FLAGS = ("case", "steps", "batch_size", "warmup", "repeats", "trace", "baseline")
-
-
-def _reopen(args: argparse.Namespace, console: Console) -> Job:
-    """An interrupted run from its env.json (cases, settings, device, baseline, ceilings) and files: the
-    cases without a row are measured, on the same device model and world size, or refused."""
-    given = [f"--{f.replace('_', '-')}" for f in PLAN_FLAGS if getattr(args, f) is not None]
-    if given:
-        raise UsageError(f"--resume measures the cases its folder planned; drop {', '.join(given)}")
-    folder = RunFolder.open(Path(args.resume), label="--resume ")
-    env = folder.env()
-    if env.get("kind") != "throughput" or not isinstance(env.get("cases"), list):
-        raise RunError(f"--resume {folder.path}: not a throughput run (env.json kind {env.get('kind')!r})")
-    device, world = join_world(resolve_device(str(env["device"]).split(":")[0]))
-    where = Where(device, world)
-    name, planned_world = device_name(fingerprint(), device), (env.get("world") or {}).get("world_size", 1)
-    if name != env["device_name"] or world.size != planned_world:
-        raise UsageError(f"--resume {folder.path}: measured on {planned_world} x {env['device_name']!r}; this is "
-                         f"{world.size} x {name!r}: resume it on the same device and world size")
-    cases = [Case(**c) for c in env["cases"]]
-    done = Progress.read(folder.path)
-    todo = [c for c in cases if c.name not in {r.case for r in done.rows}]
-    cfg = config_mod.load(args.config or recorded_config(env))
-    data = load(locate_data(cfg, args.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
-    b = env.get("baseline") or {}
-    build.prepare(device, "fp32")  # each case sets its own float32 math
-    if world.is_main:
-        console.print(f"resuming {folder.path}: {len(todo)} of {len(cases)} cases to measure")
-    measured = (env.get("ceilings") or {}).get("measured")
-    run = Run(folder.path, where, Settings(**env["settings"]), data, Ceilings.from_json(measured) if measured else None,
-              cfg.throughput.baseline_case)
-    return Job(run, env, todo, done, load_baseline(Path(b["path"])) if b else None,
-               b.get("max_regression", args.max_regression))
-
-
-def finish(job: Job, progress: Progress, as_json: bool, console: Console) -> int:
-    """Gate, final files, table and exit code."""
-    run_dir, env, rows, steps, baseline = job.run.run_dir, job.env, progress.rows, progress.steps, job.baseline
-    limit = job.max_regression
-    regressed: list[str] = []
-    scaling = baseline is not None and baseline_world(baseline) != rows[0].world_size
-    if baseline and scaling:  # 1 GPU against N: an efficiency, not a regression
-        rows, baseline = with_scaling(rows, baseline), None
-        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
-        env["baseline"]["scaling"] = {r.case: r.scaling_efficiency for r in rows}
-    if baseline:
-        rows, gate = apply_gate(rows, baseline, limit, steps)
-        regressed = gate.regressed
-        env["baseline"].update(gate_env(gate, gate_test_text(rows, gate, baseline)))
-        write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
-    errored = [r.case for r in rows if r.status == "error"]
-    write_env(run_dir, env, "failed" if errored else "complete")
-    report.render_throughput(run_dir, None if as_json else console)
-    if baseline:
-        console.print(gate_line(rows, gate, baseline, limit))
-    if errored:
-        console.print(f"[red]{len(errored)} case(s) errored: {', '.join(errored)}[/red]")
-    if scaling:
-        console.print("scaling efficiency (per-device img/s against the baseline's): " + ", ".join(
-            f"{r.case} {r.scaling_efficiency:.2f}" for r in rows if r.scaling_efficiency is not None))
-    if as_json:
-        print(json.dumps({"run_dir": str(run_dir), "rows": [asdict(r) for r in rows],
-                          "regressed": regressed, "errored": errored}))
-    return EXIT_FAILED if errored or regressed else EXIT_OK
+    req = MatrixRequest(config=args.config, cases=tuple(args.case or ()), steps=args.steps, batch_size=args.batch_size,
+                        warmup=args.warmup, repeats=args.repeats, trace=args.trace,
+                        baseline=Path(args.baseline) if args.baseline else None,
+                        max_regression=args.max_regression, device=args.device, data=args.data, out=Path(args.out),
+                        resume=Path(args.resume) if args.resume else None)
+    return measure_matrix(req, console, as_json=args.json).code
