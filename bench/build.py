@@ -11,10 +11,12 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bench.common import UsageError
+from bench import compile_gain
+from bench.common import UsageError, device_name
 from bench.config import Config, DeviceSettings, TrialSpec
 from sc_fast.distributed import World
-from sc_fast.hardware import Capabilities, probe
+from sc_fast.env import cpu_model
+from sc_fast.hardware import Capabilities, cpu_isa, probe
 from sc_fast.model import resnet56
 from sc_fast.pipeline import PipelineSpec
 from sc_fast.train import TrainConfig, input_dtype, set_float32_math
@@ -93,14 +95,19 @@ def train_config(trial: TrialSpec | None, settings: DeviceSettings, **loop: Any)
 
 # ---- execution defaults: "auto" resolved from what the device can do --------------------------------
 
-def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str) -> tuple[DeviceSettings, str]:
+CPU_EAGER = ("off", "eager on CPU")
+
+
+def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str,
+                     cpu_compile: tuple[str, str] = CPU_EAGER) -> tuple[DeviceSettings, str]:
     """``raw`` with every "auto" resolved from ``caps``, and one line saying what was chosen and why.
 
     CUDA: bf16 where the GPU supports it, else fp16 (with a grad scaler); compile "default" where
-    torch.compile can build. CPU: bf16 only where the CPU computes it natively, else fp32; eager
-    (compiling the step cost ~60 s on 2 cores and gained nothing). channels_last on both: the
-    convolutions of both backends prefer NHWC. An explicit compile mode that cannot build here is
-    a UsageError naming what is missing (``where``: the config table it came from).
+    torch.compile can build. CPU: bf16 only where the CPU computes it natively, else fp32; compile
+    as ``cpu_compile`` says (mode, why: bench.compile_gain follows this CPU's measurement; without
+    a toolchain, eager). channels_last on both: the convolutions of both backends prefer NHWC. An
+    explicit compile mode that cannot build here is a UsageError naming what is missing (``where``:
+    the config table it came from).
     """
     cuda = caps.device_type == "cuda"
     precision = raw.precision
@@ -108,7 +115,7 @@ def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str) -> tup
         precision = "bf16" if caps.native_bf16 else ("fp16" if cuda else "fp32")
     compile = raw.compile
     if compile == "auto":
-        compile = "default" if cuda and not caps.compile_missing else "off"
+        compile = "off" if caps.compile_missing else "default" if cuda else cpu_compile[0]
     elif compile not in ("off", "cuda-graph") and caps.compile_missing:
         raise UsageError(f"{where}.compile = {compile!r}: torch.compile needs {caps.compile_missing}; "
                          "install it or set compile = \"off\"")
@@ -118,24 +125,29 @@ def resolve_settings(raw: DeviceSettings, caps: Capabilities, where: str) -> tup
     channels_last = True if raw.channels_last == "auto" else bool(raw.channels_last)
     resolved = DeviceSettings(precision=precision, channels_last=channels_last, compile=compile,
                               warmup_steps=raw.warmup_steps)
-    return resolved, _settings_line(raw, resolved, caps)
+    return resolved, _settings_line(raw, resolved, caps, cpu_compile[1])
 
 
-def _settings_line(raw: DeviceSettings, s: DeviceSettings, caps: Capabilities) -> str:
+def _settings_line(raw: DeviceSettings, s: DeviceSettings, caps: Capabilities, cpu_why: str) -> str:
     """e.g. 'cpu execution: precision bf16 (auto: CPU bf16 instructions: AVX512-BF16), ...'."""
-    if caps.device_type == "cpu":
-        compile_why = "eager on CPU"
+    if caps.compile_missing:
+        compile_why = f"torch.compile needs {caps.compile_missing}"
     else:
-        compile_why = f"torch.compile needs {caps.compile_missing}" if caps.compile_missing else "toolchain found"
+        compile_why = cpu_why if caps.device_type == "cpu" else "toolchain found"
     why = {"precision": caps.bf16_source, "compile": compile_why, "channels_last": "NHWC convolutions"}
     parts = [f"{name} {getattr(s, name)}" + (f" (auto: {why[name]})" if getattr(raw, name) == "auto" else "")
              for name in ("precision", "channels_last", "compile")]
     return f"{caps.device_type} execution: " + ", ".join(parts)
 
 
-def device_settings(cfg: Config, device: torch.device) -> tuple[DeviceSettings, str]:
-    """[devices.<type>] of ``cfg``, resolved for ``device`` (see resolve_settings)."""
-    return resolve_settings(cfg.devices[device.type], probe(device), f"{cfg.path}: devices.{device.type}")
+def device_settings(cfg: Config, device: torch.device, images: int | None = None) -> tuple[DeviceSettings, str]:
+    """[devices.<type>] of ``cfg``, resolved for ``device`` (see resolve_settings); ``images``: what
+    each trial will train on, which decides whether compiling repays itself on a CPU."""
+    raw = cfg.devices[device.type]
+    cpu_compile = CPU_EAGER
+    if device.type == "cpu" and raw.compile == "auto":
+        cpu_compile = compile_gain.choose(device_name({"cpu": cpu_model(), "cpu_isa": cpu_isa()}, device), images)
+    return resolve_settings(raw, probe(device), f"{cfg.path}: devices.{device.type}", cpu_compile)
 
 
 def prepare(device: torch.device, precision: str) -> str:

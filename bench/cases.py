@@ -240,7 +240,7 @@ StepTimes = dict[str, list[StepTimeRow]]  # case -> its timed steps
 
 
 @dataclass(frozen=True)
-class Progress:
+class Tally:
     """What a run folder holds so far: the cases' rows, step times and profiles."""
 
     rows: list[ThroughputRow]
@@ -249,9 +249,9 @@ class Progress:
     ops: list[ProfileOpRow]
 
     @staticmethod
-    def read(run_dir: Path) -> "Progress":
+    def read(run_dir: Path) -> "Tally":
         """From the folder's files (a case has its row once it was measured; none yet: empty)."""
-        return Progress(read_rows(run_dir / "throughput.csv", ThroughputRow, missing_ok=True),
+        return Tally(read_rows(run_dir / "throughput.csv", ThroughputRow, missing_ok=True),
                         step_times(run_dir) or {},
                         read_rows(run_dir / "profile.csv", ProfileRow, missing_ok=True),
                         read_rows(run_dir / "profile_ops.csv", ProfileOpRow, missing_ok=True))
@@ -264,7 +264,7 @@ class Progress:
             write_rows(run_dir / "profile_ops.csv", self.ops, ProfileOpRow)
 
 
-NOTHING_YET = Progress([], {}, [], [])
+NOTHING_YET = Tally([], {}, [], [])
 
 
 # ---- measuring: round-robin over the cases ------------------------------------------------------
@@ -307,12 +307,12 @@ class Measuring:
     torchrun every rank measures every case in the same order (the repeats' times are collectives);
     rank 0 writes."""
 
-    def __init__(self, run: Run, cases: list[Case], done: Progress, console: Console) -> None:
+    def __init__(self, run: Run, cases: list[Case], done: Tally, console: Console) -> None:
         self.run, self.done, self.console = run, done, console
         self.lives = [Live(c) for c in cases]
         self.costs: dict[tuple[str, bool], StepCost] = {}
 
-    def measure(self) -> Progress:
+    def measure(self) -> Tally:
         for r in range(self.run.settings.repeats):
             order = self.lives if r % 2 == 0 else self.lives[::-1]
             for live in order:
@@ -328,7 +328,7 @@ class Measuring:
                 self.console.print(f"    {live.case.name}: {report.profile_text(*live.profile)}")
             self._write()
         self._release()
-        return self.progress()
+        return self.tally()
 
     def _guarded(self, live: Live, first: bool) -> None:
         """One case's turn in a round; a signal inside it leaves the folder saying what happened."""
@@ -390,17 +390,17 @@ class Measuring:
     def _current(self, live: Live) -> ThroughputRow:
         return live.final or self._row(live, "ok")
 
-    def progress(self) -> Progress:
+    def tally(self) -> Tally:
         started = [v for v in self.lives if v.final or v.repeat_s]
         rows = with_ratios(self.done.rows + [self._current(v) for v in started], self.run.baseline_case)
         steps = {**self.done.steps, **{v.case.name: step_rows(v.case.name, v.measured()) for v in started}}
         profiled = [v.profile for v in started if v.profile]
-        return Progress(rows, steps, self.done.profiles + [p for p, _ in profiled],
+        return Tally(rows, steps, self.done.profiles + [p for p, _ in profiled],
                         self.done.ops + [o for _, ops in profiled for o in ops])
 
     def _write(self) -> None:
         if self.run.where.world.is_main:
-            self.progress().write(self.run.run_dir, bool(self.run.settings.trace))
+            self.tally().write(self.run.run_dir, bool(self.run.settings.trace))
 
     def _release(self) -> None:
         """Frees what the cases built, so nothing of this run starves or slows what comes next."""

@@ -19,9 +19,9 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import build, report
+from bench import build, compile_gain, report
 from bench import config as config_mod
-from bench.cases import NOTHING_YET, Case, Forced, Measuring, Progress, Run, Settings, plan_cases, settings
+from bench.cases import NOTHING_YET, Case, Forced, Measuring, Tally, Run, Settings, plan_cases, settings
 from bench.common import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Outcome, UsageError, Where, check_writable,
                           device_name, join_world, locate_data, new_folder, recorded_config, resolve_device,
                           world_record)
@@ -71,7 +71,7 @@ class Job:
     run: Run
     env: dict[str, Any]
     todo: list[Case]
-    done: Progress
+    done: Tally
     baseline: Baseline | None
     max_regression: float
 
@@ -184,7 +184,7 @@ def _reopen(req: MatrixRequest, console: Console) -> Job:
         raise UsageError(f"--resume {folder.path}: measured on {planned_world} x {env['device_name']!r}; this is "
                          f"{world.size} x {name!r}: resume it on the same device and world size")
     cases = [Case(**c) for c in env["cases"]]
-    done = Progress.read(folder.path)
+    done = Tally.read(folder.path)
     todo = [c for c in cases if c.name not in {r.case for r in done.rows}]
     cfg = config_mod.load(req.config or recorded_config(env))
     data = load(locate_data(cfg, req.data or env.get("data_dir") or None)) if _needs_data(todo, where) else None
@@ -199,7 +199,7 @@ def _reopen(req: MatrixRequest, console: Console) -> Job:
                b.get("max_regression", req.max_regression))
 
 
-def finish(job: Job, progress: Progress, as_json: bool, console: Console) -> int:
+def finish(job: Job, progress: Tally, as_json: bool, console: Console) -> int:
     """Gate, final files, table and exit code."""
     run_dir, env, rows, steps, baseline = job.run.run_dir, job.env, progress.rows, progress.steps, job.baseline
     limit = job.max_regression
@@ -215,6 +215,9 @@ def finish(job: Job, progress: Progress, as_json: bool, console: Console) -> int
         env["baseline"].update(gate_env(gate, gate_test_text(rows, gate, baseline)))
         write_rows(run_dir / "throughput.csv", rows, ThroughputRow)
     errored = [r.case for r in rows if r.status == "error"]
+    gain = compile_gain.record(rows, env["device_name"], env["run_id"])  # what `compile = "auto"` follows on a CPU
+    if gain:
+        env["compile_gain"] = asdict(gain)
     write_env(run_dir, env, "failed" if errored else "complete")
     report.render_throughput(run_dir, None if as_json else console)
     if baseline:

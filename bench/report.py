@@ -544,6 +544,9 @@ def suite_headline(s: SuiteFiles) -> pd.DataFrame:
         best = ok.loc[ok.imgs_per_s.astype(float).idxmax()]
         rows.append(("best img/s", f"{best.imgs_per_s:,.0f}",
                      f"case {best.case}, batch {cell('batch_size', best.batch_size)}"))
+        if "mfu" in ok and not pd.isna(best.mfu):  # how close to the machine (older suites lack it)
+            rows.append(("MFU of that case", f"{best.mfu:.1%}", f"{best.tflops:,.3g} TFLOP/s of model math "
+                         f"({best.gflop_per_img:.3f} GFLOP/img) over the measured {best.precision} matmul ceiling"))
         rows += _profile_headline(s.parts["throughput"], best.case)
     for name, r in (trial_summary(s.trials).iterrows() if len(s.trials) else []):
         rows.append((f"time to {_target_text(r.target_acc)}: {name}", _with_unit("time_to_target_s", r, "s"),

@@ -342,7 +342,7 @@ def plan_run(req: TrialsRequest, cfg: Config, where: Where, console: Console) ->
     pipeline, notice = choose_pipeline(req.pipeline or cfg.data.pipeline, source, device)
     if notice:
         console.print(f"[yellow]{notice}[/yellow]")
-    settings, line = build.device_settings(cfg, device)
+    settings, line = build.device_settings(cfg, device, images=min(t.steps * t.batch_size for t in trials))
     console.print(line)
     build.check_ranks(where.world, [(f"trial {t.name!r}", t.batch_size, settings.compile) for t in trials])
     seeds = tuple(dict.fromkeys(req.seeds or range(profile.seeds)))

@@ -22,7 +22,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -78,7 +78,7 @@ def fingerprint(repo: Path | None = None) -> dict[str, Any]:
         "torchvision": _version("torchvision"),
         "dali": _version("nvidia-dali-cuda120") or _version("nvidia-dali-cuda130"),
         "dali_build": dali_build(),  # DALI's own CUDA build, beside torch's "cuda"
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

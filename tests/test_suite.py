@@ -70,8 +70,8 @@ def test_quick_suite_end_to_end(tmp_path: Path) -> None:
     assert env_of(throughput)["settings"]["trace"] == 1
     assert (throughput / "profile.csv").read_text().count("\n") == 1 + 4  # base + the 3 default cases
     summary = (suite / "summary.md").read_text()
-    for figure in ("| device |", "| best img/s |", "time to 10%: tiny |", "time to 10%: tiny-clr |",
-                   "compile time", "suggested max LR", "## Throughput", "## Time to target",
+    for figure in ("| device |", "| best img/s |", "| MFU of that case |", "time to 10%: tiny |",
+                   "time to 10%: tiny-clr |", "compile time", "suggested max LR", "## Throughput", "## Time to target",
                    "| step profile | host issues a step in", "Step profiles and top kernels per case"):
         assert figure in summary, figure
     assert bench("report", str(suite)).returncode == 0
