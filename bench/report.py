@@ -265,31 +265,61 @@ def save_figure(fig: Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def accuracy_figure(curves: dict[str, pd.DataFrame], target: float | None, title: str) -> Figure:
-    """Test accuracy against steps (left) and training seconds (right), one line per label (a trial
-    of a run, one seed), for schedules run in different folders; where a line first reaches
-    ``target`` a dot marks the step, which is the number to compare."""
-    fig, axes = plt.subplots(1, 2, figsize=(14, 5), squeeze=False, layout="constrained")
-    for label, c in curves.items():
-        hit = crossing(c, target)
-        c = c.sort_values("step")
-        lines = [ax.plot(c[x], c.test_acc, alpha=0.85,
-                         label=label + (f": {int(hit.step.iloc[0]):,} steps" if len(hit) else ""))[0]
-                 for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True)]
-        mark_crossing(axes[0], hit, lines[0].get_color())
+Seeds = dict[str, pd.DataFrame]  # a seed's label -> its evaluation points (curves.csv rows)
+
+
+def median_curve(seeds: Seeds, x: str) -> tuple[np.ndarray, np.ndarray]:
+    """The median over seeds of test accuracy against ``x``, on the union of their evaluation points
+    where every seed has data (each seed interpolated linearly between its evaluations)."""
+    curves = [c.sort_values(x) for c in seeds.values()]
+    lo, hi = max(c[x].iloc[0] for c in curves), min(c[x].iloc[-1] for c in curves)
+    grid = np.unique(np.concatenate([c[x].to_numpy(float) for c in curves]))
+    grid = grid[(grid >= lo) & (grid <= hi)]
+    return grid, np.median([np.interp(grid, c[x].to_numpy(float), c.test_acc.to_numpy(float)) for c in curves], axis=0)
+
+
+def _group_label(name: str, seeds: Seeds, target: float | None) -> str:
+    steps = [crossing(c, target).step.iloc[0] for c in seeds.values() if len(crossing(c, target))]
+    if not steps:
+        return f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})"
+    reach = f"{len(steps)}/{len(seeds)} reached, median {cell('steps_to_target', np.median(steps))} steps"
+    return f"{name}: {reach}" + (f" ({min(steps):,}-{max(steps):,})" if len(steps) > 1 else "")
+
+
+def accuracy_figure(groups: dict[str, Seeds], target: float | None, title: str, caption: str = "") -> Figure:
+    """Test accuracy against steps (left) and training seconds (right), one colour per group (a
+    schedule as run, across run folders): every seed a thin line, dotted where it first reaches
+    ``target`` (the step is the number to compare), the median over the seeds thick. ``caption``:
+    a note under the panels (numbers to read the figure against, e.g. the paper's)."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 5.5 if caption else 5), squeeze=False, layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, seeds) in enumerate(groups.items()):
+        colour = colours[i % len(colours)]
+        for c in seeds.values():
+            c = c.sort_values("step")
+            for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True):
+                ax.plot(c[x], c.test_acc, color=colour, alpha=0.45 if len(seeds) > 1 else 0.9, linewidth=0.9)
+            mark_crossing(axes[0], crossing(c, target), colour)
+        for ax, x in zip(axes[0], ("step", "train_time_s"), strict=True):
+            if len(seeds) > 1:
+                ax.plot(*median_curve(seeds, x), color=colour, linewidth=2.5)
+            ax.plot([], [], color=colour, linewidth=2.5, label=_group_label(name, seeds, target))
     for ax, xlabel in zip(axes[0], ("step", "training seconds"), strict=True):
         if target:
             draw_target(ax, target)
         ax.set(xlabel=xlabel, ylabel="test accuracy", ylim=(0, 1))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(loc="lower right")
-    fig.suptitle(title, fontsize=9)
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title + ("; thin: seeds, thick: their median" if any(len(g) > 1 for g in groups.values()) else ""),
+                 fontsize=9)
+    if caption:
+        fig.supxlabel(caption, fontsize=8, wrap=True)
     return fig
 
 
-def plot_accuracy(curves: dict[str, pd.DataFrame], target: float | None, path: Path, title: str) -> None:
+def plot_accuracy(groups: dict[str, Seeds], target: float | None, path: Path, title: str, caption: str = "") -> None:
     """``accuracy_figure`` as a PNG at ``path``."""
-    save_figure(accuracy_figure(curves, target, title), path)
+    save_figure(accuracy_figure(groups, target, title, caption), path)
 
 
 def plan_schedules(env: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from bench import cli
 from bench.config import TrialSpec
-from bench.report import (accuracy_figure, crossing, curves_figure, frame, markdown, plan_schedules, plot_curves,
-                          schedule_lines, trial_summary)
+from bench.report import (accuracy_figure, crossing, curves_figure, frame, markdown, median_curve, plan_schedules,
+                          plot_curves, schedule_lines, trial_summary)
 from bench.results import CurveRow, TrialRow, atomic_write_json, read_rows, write_rows
 from sc_fast.schedules import OneCycle
 
@@ -177,12 +177,30 @@ def test_without_trial_rows_the_crossing_is_read_from_the_curve() -> None:
 
 
 def test_compare_figure_marks_crossings_the_same_way() -> None:
-    curves = {"oc seed 0 (#1)": frame(_curve("oc", 0, [0.3, 0.62]), CurveRow),
-              "ms seed 0 (#2)": frame(_curve("ms", 0, [0.3, 0.4]), CurveRow)}
+    curves = {"oc": {"seed 0 (#1)": frame(_curve("oc", 0, [0.3, 0.62]), CurveRow)},
+              "ms": {"seed 0 (#2)": frame(_curve("ms", 0, [0.3, 0.4]), CurveRow)}}
     fig = accuracy_figure(curves, 0.6, "t")
     try:
         for ax, x in zip(fig.axes, (600.0, 2 * 486.6683), strict=True):
             assert _target_lines(ax) == [0.6]
             assert [(x_, y) for x_, y, _ in _markers(ax)] == [(pytest.approx(x), 0.62)]
+    finally:
+        plt.close(fig)
+
+
+def test_seeds_of_a_schedule_draw_thin_and_their_median_thick() -> None:
+    """Three seeds of one schedule: three thin lines, one thick median line, the reach in the legend,
+    the caption under the panels."""
+    seeds = {f"seed {k} (#1)": frame(_curve("oc", k, accs), CurveRow)
+             for k, accs in enumerate(([0.3, 0.5, 0.7], [0.2, 0.62, 0.8], [0.4, 0.65, 0.9]))}
+    grid, median = median_curve(seeds, "step")
+    assert list(grid) == [300.0, 600.0, 900.0] and list(median) == pytest.approx([0.3, 0.62, 0.8])
+    fig = accuracy_figure({"oc": seeds}, 0.6, "t", caption="paper: 8,700 iterations")
+    try:
+        by_step = fig.axes[0]
+        widths = sorted(line.get_linewidth() for line in by_step.get_lines() if len(line.get_xdata()) == 3)
+        assert widths == [0.9, 0.9, 0.9, 2.5]
+        assert by_step.get_legend().get_texts()[0].get_text() == "oc: 3/3 reached, median 600 steps (600-900)"
+        assert fig.get_supxlabel() == "paper: 8,700 iterations"
     finally:
         plt.close(fig)

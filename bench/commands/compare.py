@@ -11,7 +11,8 @@ figure: schedules run in separate folders (one per session on a CPU) seen togeth
 """
 
 import argparse
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.common import EXIT_OK, UsageError, check_writable
+from bench.config import TrialSpec
 from bench.report import cell, frame, plot_accuracy, print_wide, suite_parts, trial_summary
 from bench.results import CurveRow, RunError, RunFolder, read_rows
 from bench.runs import ROWS, RunRecord, read_run
@@ -41,7 +43,9 @@ class ComparedRun:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--plot", metavar="FILE", type=Path,
-                   help="also draw test accuracy against steps and training seconds for the run folders")
+                   help="also draw test accuracy against steps and training seconds for the run folders "
+                        "(the seeds of one setting thin, their median thick)")
+    p.add_argument("--caption", metavar="TEXT", help="a note under the --plot figure, e.g. numbers to read it against")
 
 
 def read_compared(path: Path, label: str) -> ComparedRun:
@@ -153,21 +157,53 @@ def expand(path: Path) -> list[Path]:
     return [parts[p] for p in ("run", "throughput") if p in parts]
 
 
-def accuracy_curves(runs: list[ComparedRun]) -> dict[str, pd.DataFrame]:
-    """"trial seed N (#k)" -> that seed's evaluation points, from each run's curves.csv."""
+# settings that change when a trial is evaluated or saved, not what it trains: runs differing only
+# in these are seeds of one schedule
+NOT_TRAINING = {"name", "eval_every", "fine_eval_from", "fine_eval_every", "eval_batch_size", "eval_images",
+                "checkpoint_every", "checkpoint_interval_s"}
+
+
+def training_settings(env: dict[str, Any], trial: str) -> dict[str, Any]:
+    """What ``trial`` trained with in a run (its resolved settings in env.json's plan), less the
+    settings of when it was evaluated or saved; {} for a run whose env.json has no plan."""
+    stored = next((t for t in (env.get("plan") or {}).get("trials", []) if t.get("name") == trial), None)
+    try:  # a plan from before a setting existed reads it as its default, as the run trained with it
+        spec = asdict(TrialSpec.from_json(stored)) if stored else {}
+    except (KeyError, TypeError):
+        spec = dict(stored or {})
+    flat = {k: v for k, v in spec.items() if k not in NOT_TRAINING and k != "schedule_args"}
+    return {**flat, **{k: v for k, v in spec.get("schedule_args", [])}}
+
+
+def _labels(keys: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """A label per (trial, settings): the trial's name, and where one name ran with other settings,
+    the settings that differ."""
     out = {}
-    for r in runs:
-        curves = frame(read_rows(r.run.path / "curves.csv", CurveRow, missing_ok=True), CurveRow)
-        for (trial, seed), c in curves.groupby(["trial", "seed"], sort=False):
-            out[f"{trial} seed {seed} ({r.label})"] = c
+    for trial, sig in keys:
+        mine, others = json.loads(sig), [json.loads(s) for t, s in keys if t == trial and s != sig]
+        diff = sorted(k for k in mine if any(o.get(k) != mine[k] for o in others))
+        out[(trial, sig)] = trial + (f" ({', '.join(f'{k}={mine[k]}' for k in diff)})" if diff else "")
     return out
 
 
-def plot_runs(runs: list[ComparedRun], path: Path) -> None:
+def accuracy_curves(runs: list[ComparedRun]) -> dict[str, dict[str, pd.DataFrame]]:
+    """schedule as trained -> "seed N (#k)" -> that seed's evaluation points, from each run's
+    curves.csv: the seeds of one setting pooled across run folders."""
+    groups: dict[tuple[str, str], dict[str, pd.DataFrame]] = {}
+    for r in runs:
+        curves = frame(read_rows(r.run.path / "curves.csv", CurveRow, missing_ok=True), CurveRow)
+        for (trial, seed), c in curves.groupby(["trial", "seed"], sort=False):
+            sig = json.dumps(training_settings(r.run.env, trial), sort_keys=True, default=str)
+            groups.setdefault((trial, sig), {})[f"seed {seed} ({r.label})"] = c
+    labels = _labels(list(groups))
+    return {labels[k]: seeds for k, seeds in groups.items()}
+
+
+def plot_runs(runs: list[ComparedRun], path: Path, caption: str = "") -> None:
     targets = {float(t) for r in runs for t in r.rows.target_acc}
     target = targets.pop() if len(targets) == 1 else None  # no common target: no line, no dots
     devices = ", ".join(dict.fromkeys(r.run.device_name for r in runs))
-    plot_accuracy(accuracy_curves(runs), target, path, f"test accuracy; {devices}")
+    plot_accuracy(accuracy_curves(runs), target, path, f"test accuracy; {devices}", caption)
 
 
 def main(args: argparse.Namespace, console: Console) -> int:
@@ -185,7 +221,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
                                      "trial"))
         if args.plot:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
-            plot_runs(trials, args.plot)
+            plot_runs(trials, args.plot, args.caption or "")
             console.print(f"plot: {args.plot}")
     tps = [r for r in runs if r.run.kind == "throughput"]
     if tps:
