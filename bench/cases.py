@@ -343,6 +343,10 @@ class Measuring:
                                                         "before its first repeat; --resume does not retry it")
             self._write()
             raise
+        except Exception as e:  # a later repeat failed (OOM, ...): the row says so, its repeats so far stand
+            if self.run.where.world.size > 1:
+                raise JobError(f"rank {self.run.where.world.rank}: case {live.case.name}: {error_text(e)}") from e
+            live.final, live.work = self._row(live, "error", error_text(e)), None
 
     def _start(self, live: Live) -> None:
         """The first round: build, warm up, time one repeat, count the cost. A failure is the row's."""
@@ -361,13 +365,13 @@ class Measuring:
             live.warmup_s = warm_up(live.work, s.warmup, where.device)
             self._repeat(live)
             live.peak_mib = peak_memory_mib(where.device)
-            live.cost = Cost(self._cost(case), self.run.ceilings) if case.model else NO_COST
         except PipelineUnavailable as e:  # DALI missing here: not this code's failure
             live.final, live.work = self._row(live, "skipped", str(e)), None
         except Exception as e:  # OOM, compile failure, ...: recorded, the next case runs
             if where.world.size > 1:
                 raise JobError(f"rank {where.world.rank}: case {case.name}: {error_text(e)}") from e
             live.final, live.work = self._row(live, "error", error_text(e)), None
+        live.cost = self._cost(case) if case.model and live.final is None else NO_COST
         self.console.print(f"    {row_text(self._current(live))}")
         self._write()
 
@@ -378,11 +382,17 @@ class Measuring:
         # data parallel: a repeat takes as long as the slowest rank took, so img/s is the job's
         live.repeat_s.append(distributed.max_(sum(times)) if self.run.where.world.size > 1 else sum(times))
 
-    def _cost(self, case: Case) -> StepCost:
+    def _cost(self, case: Case) -> Cost:
+        """The case's FLOPs and bytes (counted once per precision and memory format), off the clock; a
+        failure to count leaves the columns empty, never the measurement."""
         key = (case.precision, case.channels_last)
-        if key not in self.costs:
-            self.costs[key] = case_cost(case, self.run.where.device)
-        return self.costs[key]
+        try:
+            if key not in self.costs:
+                self.costs[key] = case_cost(case, self.run.where.device)
+        except Exception as e:  # noqa: BLE001  the timing above stands
+            self.console.print(f"    [yellow]FLOPs not counted: {error_text(e)}[/yellow]")
+            return NO_COST
+        return Cost(self.costs[key], self.run.ceilings)
 
     def _row(self, live: Live, status: str, error: str = "") -> ThroughputRow:
         return case_row(self.run, live.case, live.measured(), status, error, live.cost)
@@ -396,7 +406,7 @@ class Measuring:
         steps = {**self.done.steps, **{v.case.name: step_rows(v.case.name, v.measured()) for v in started}}
         profiled = [v.profile for v in started if v.profile]
         return Tally(rows, steps, self.done.profiles + [p for p, _ in profiled],
-                        self.done.ops + [o for _, ops in profiled for o in ops])
+                     self.done.ops + [o for _, ops in profiled for o in ops])
 
     def _write(self) -> None:
         if self.run.where.world.is_main:

@@ -156,6 +156,26 @@ def test_repeats_are_interleaved_round_robin(tmp_path: Path, monkeypatch: pytest
     assert row.case == "cl" and row.ratio_to_baseline is None and order == [2, 2, 2]  # no baseline asked for
 
 
+def test_a_case_failing_in_a_later_round_keeps_its_repeats_and_the_rest_go_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bench.cases
+    real, calls = bench.cases.time_steps, []
+
+    def flaky(work: object, steps: int, device: torch.device) -> list[float]:
+        calls.append(steps)
+        if steps == 2 and calls.count(2) == 2:  # cl (2 steps a repeat) fails in the second round
+            raise torch.OutOfMemoryError("simulated")
+        return real(work, steps, device)
+
+    monkeypatch.setattr(bench.cases, "time_steps", flaky)
+    cases = BASE_CASE.format(batch=4) + "\n[throughput.cases.cl]\nbatch_size = 4\nsteps = 2\n"
+    config = write_config(tmp_path / "bench.toml", cases, steps=1, warmup=0, repeats=3)
+    assert throughput(config, tmp_path / "runs", "--case", "base", "--case", "cl") == 1  # a case errored
+    base, cl = read_rows(only_run(tmp_path / "runs") / "throughput.csv", ThroughputRow)
+    assert (base.status, base.repeats) == ("ok", 3)
+    assert (cl.status, cl.repeats) == ("error", 1) and "OutOfMemoryError" in cl.error and cl.imgs_per_s > 0
+
+
 def test_raw_step_times_are_kept_and_agree_with_the_row(normal: tuple[Path, Path]) -> None:
     """throughput_steps.csv: every timed step of every measured case; the row's numbers are
     functions of them (recorded numbers only: nothing here depends on the machine's speed)."""

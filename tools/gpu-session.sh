@@ -28,7 +28,8 @@
 #   tta    330 s: unpack 25 s; load 5 s; compile ~70 s for the first trial (inductor's cache, left
 #          in /tmp by `first`, cuts later ones); per trial <= 3,025 steps at ~10 ms (25k img/s,
 #          bf16 compiled, batch 256) = 30 s + 23 evaluations x 0.3 s = ~40 s; so seed 0's three
-#          schedules by ~220 s and part of seed 1; BUDGET_TAIL_S = 60 s for torch-fed (~35 s).
+#          schedules by ~220 s and part of seed 1; BUDGET_TAIL_S = 60 s for torch-fed at batch 256
+#          (the run's compiled graph from inductor's cache; 65 steps ~1 s, start-up and FLOP count ~25 s).
 #   sum: 90 + 15 + 240 + 15 + 15 + 330 + 15 = 720 s = 12 device-minutes, 3 to spare.
 # Without CUDA (a dry run here) each step runs small stand-ins: two throughput cases at batch 32 and
 # the smoke profile. GPU_SESSION_BUDGET_S overrides a step's budget.
@@ -128,7 +129,7 @@ tta() {
   if (( cuda )); then
     timed "$TAIL_S" python3 -m bench run --profile full --pipeline torch --out "$RES/run"
     pack
-    tp 0 torch-fed --case torch-fed
+    tp 0 torch-fed --case torch-fed --batch-size 256  # the trials' batch: inductor's cache from the run
   else
     timed "$TAIL_S" python3 -m bench run --profile smoke --device cpu --pipeline torch --out "$RES/run"
     pack
