@@ -58,7 +58,7 @@ class MatrixRequest:
     resume: Path | None = None  # an interrupted run folder to finish instead
 
 
-def write_env(run_dir: Path, env: dict[str, Any], state: str, world: World = World.single()) -> None:
+def save_env(run_dir: Path, env: dict[str, Any], state: str, world: World = World.single()) -> None:
     env["state"] = state
     if world.is_main:
         RunFolder(run_dir).write_env(env)
@@ -81,11 +81,11 @@ def measure_matrix(req: MatrixRequest, console: Console, as_json: bool = False) 
     job = _reopen(req, console) if req.resume else _new(req, console)
     run_dir, world = job.run.run_dir, job.run.where.world
     console = console if world.is_main else Console(quiet=True)  # rank 0 alone prints
-    write_env(run_dir, job.env, "running", world)
+    save_env(run_dir, job.env, "running", world)
     try:
         progress = Measuring(job.run, job.todo, job.done, console).measure()
     except KeyboardInterrupt:
-        write_env(run_dir, job.env, "interrupted", world)
+        save_env(run_dir, job.env, "interrupted", world)
         console.print(f"[yellow]interrupted: what was measured is in {run_dir}; measure the cases without a row "
                       f"with: python -m bench throughput --resume {run_dir}[/yellow]")
         return Outcome(run_dir, EXIT_INTERRUPTED)
@@ -218,7 +218,7 @@ def finish(job: Job, progress: Tally, as_json: bool, console: Console) -> int:
     gain = compile_gain.record(rows, env["device_name"], env["run_id"])  # what `compile = "auto"` follows on a CPU
     if gain:
         env["compile_gain"] = asdict(gain)
-    write_env(run_dir, env, "failed" if errored else "complete")
+    save_env(run_dir, env, "failed" if errored else "complete")
     report.render_throughput(run_dir, None if as_json else console)
     if baseline:
         console.print(gate_line(rows, gate, baseline, limit))
