@@ -45,6 +45,15 @@ def test_a_measured_gain_is_recorded_and_decides_by_the_length_of_the_work() -> 
     assert compile_gain.choose("CPU X (AMX)", None)[0] == "off"  # throughput cases: too short
 
 
+def test_a_warm_inductor_cache_does_not_make_compiling_look_free() -> None:
+    first = [row("fp32-cl-eager", "off", 440.0, 4.0), row("compile-default", "default", 550.0, 88.0)]
+    again = [row("fp32-cl-eager", "off", 450.0, 4.0), row("compile-default", "default", 560.0, 7.0)]
+    compile_gain.record(first, "CPU X (AMX)", "run1")
+    gain = compile_gain.record(again, "CPU X (AMX)", "run2")  # inductor's cache was warm: 3 s
+    assert gain is not None and gain.compile_s == pytest.approx(84.0) and gain.run_id == "run2"
+    assert gain.speedup == pytest.approx(560 / 450)  # the newest speed, the coldest cost
+
+
 def test_no_gain_or_no_measurement_runs_eagerly() -> None:
     rows = [row("fp32-cl-eager", "off", 440.0, 4.0), row("compile-default", "default", 430.0, 64.0)]
     compile_gain.record(rows, "CPU Z (AVX2)", "run2")
