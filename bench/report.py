@@ -280,8 +280,11 @@ def median_curve(seeds: Seeds, x: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _group_label(name: str, seeds: Seeds, target: float | None) -> str:
     steps = [crossing(c, target).step.iloc[0] for c in seeds.values() if len(crossing(c, target))]
-    if not steps:
+    if target is None:
         return f"{name} ({len(seeds)} seed{'s' * (len(seeds) > 1)})"
+    if not steps:  # say so, with how close it came: a schedule that ended 0.1 points short is a result
+        best = max(c.test_acc.max() for c in seeds.values())
+        return f"{name}: 0/{len(seeds)} reached, best {best:.1%}"
     reach = f"{len(steps)}/{len(seeds)} reached, median {cell('steps_to_target', np.median(steps))} steps"
     return f"{name}: {reach}" + (f" ({min(steps):,}-{max(steps):,})" if len(steps) > 1 else "")
 

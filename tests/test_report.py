@@ -184,6 +184,8 @@ def test_compare_figure_marks_crossings_the_same_way() -> None:
         for ax, x in zip(fig.axes, (600.0, 2 * 486.6683), strict=True):
             assert _target_lines(ax) == [0.6]
             assert [(x_, y) for x_, y, _ in _markers(ax)] == [(pytest.approx(x), 0.62)]
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert labels[:2] == ["oc: 1/1 reached, median 600 steps", "ms: 0/1 reached, best 40.0%"]
     finally:
         plt.close(fig)
 
