@@ -17,12 +17,17 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_history_of_the_committed_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # the first committed CPU runs, named before device names carried the ISA ("CPU AMD EPYC", exactly)
     plot = tmp_path / "history.png"
-    assert cli.main(["history", str(REPO / "results"), "--plot", str(plot)]) == 0
+    assert cli.main(["history", str(REPO / "results"), "--device", "CPU AMD EPYC", "--plot", str(plot)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "throughput history on CPU AMD EPYC" in out and "baseline" in out and "p10-p90 steps" in out
+    assert "throughput history on CPU AMD EPYC:" in out and "baseline" in out and "p10-p90 steps" in out
     assert "4299cdf1c5+dirty" in out  # results/20261124T060548Z-cpu
     assert plot.read_bytes()[:8] == PNG
+    # without --device: the newest committed run's device, and the others named
+    assert cli.main(["history", str(REPO / "results")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(other devices: " in out and "4299cdf1c5" not in out
 
 
 def fake_run(root: Path, run_id: str, commit: str, per_repeat_s: list[float] | None, device: str = "CPU X",
