@@ -43,7 +43,7 @@ class CeilingPlan:
     """Sizes and repeats of one device type's measurements."""
 
     matmul_n: int
-    warmup: int  # untimed calls before each measurement (first-call and autotuning costs)
+    warmup: int  # warm-up calls before each measurement (first-call and autotuning costs; see _timed)
     matmul_repeats: int
     copy_bytes: int
     copy_repeats: int
@@ -52,20 +52,27 @@ class CeilingPlan:
 
 # CUDA: an 8192^3 product is ~1.1 TFLOP, enough to fill an H100/H200 for over a millisecond, and
 # 2 GiB copies are far beyond any L2 cache. CPU: n=1024 and 256 MiB keep the whole measurement to
-# seconds; bf16 and fp16 products are emulated on CPUs without AVX512-BF16/AMX (~2.4 s each for
-# n=1024 on the project's AVX2 machines), hence the time budget and no warm-up: a CPU product has
-# no autotuning, and its first-call cost (milliseconds) is noise against a product of seconds and
-# an outlier the median drops among the fast ones.
+# about a second, and the first calls are warm-up only where the budget leaves later ones
+# (``_timed``). On a 2-core AMD EPYC (Zen 3, AVX2), quiet, both threads: fp32 0.177 TFLOP/s at
+# n=1024 with this warm-up (0.179 at n=2048), where the earlier plan (no warm-up, 5 repeats) had
+# recorded 0.079-0.128, below what ResNet-56's convolutions reached (0.097: an MFU over 100%). bf16
+# and fp16 products are emulated on CPUs without AVX512-BF16/AMX (2.4 s for n=1024 there, 63 s for
+# n=2048): the budget keeps those to one call.
 PLANS = {
     "cuda": CeilingPlan(matmul_n=8192, warmup=5, matmul_repeats=20, copy_bytes=2 << 30, copy_repeats=20,
                         budget_s=None),
-    "cpu": CeilingPlan(matmul_n=1024, warmup=0, matmul_repeats=5, copy_bytes=256 << 20, copy_repeats=5,
+    "cpu": CeilingPlan(matmul_n=1024, warmup=3, matmul_repeats=20, copy_bytes=256 << 20, copy_repeats=10,
                        budget_s=2.0),
 }
 
 
 def default_plan(device: torch.device) -> CeilingPlan:
     return PLANS["cuda" if device.type == "cuda" else "cpu"]
+
+
+# How the ceilings are measured; a cached record made another way is measured again. 2: on a CPU
+# the first calls are warm-up (``_timed``); records without the field are 1, which could halve a CPU's.
+METHOD = 2
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class Ceilings:
     matmul_n: int  # the square size measured
     bandwidth_gb_s: float  # device memory, bytes read + written, 1e9 bytes/s
     copy_bytes: int  # the buffer copied
+    method: int = METHOD
 
     def ridge_flop_per_byte(self, precision: str) -> float:
         """Arithmetic intensity where the ``precision`` matmul roof meets the bandwidth roof: a step
@@ -85,14 +93,14 @@ class Ceilings:
     def to_json(self) -> dict[str, Any]:
         return {"device_name": self.device_name, "torch_version": self.torch_version,
                 "matmul_tflops": dict(self.matmul_tflops), "matmul_n": self.matmul_n,
-                "bandwidth_gb_s": self.bandwidth_gb_s, "copy_bytes": self.copy_bytes}
+                "bandwidth_gb_s": self.bandwidth_gb_s, "copy_bytes": self.copy_bytes, "method": self.method}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Ceilings":
         return cls(device_name=str(d["device_name"]), torch_version=str(d["torch_version"]),
                    matmul_tflops={str(k): float(v) for k, v in d["matmul_tflops"].items()},
                    matmul_n=int(d["matmul_n"]), bandwidth_gb_s=float(d["bandwidth_gb_s"]),
-                   copy_bytes=int(d["copy_bytes"]))
+                   copy_bytes=int(d["copy_bytes"]), method=int(d.get("method", 1)))
 
 
 def supported(device: torch.device, precisions: tuple[str, ...] | list[str]) -> list[str]:
@@ -121,11 +129,17 @@ def tf32_matmul(enabled: bool) -> Iterator[None]:
 
 def _timed(work: Callable[[], object], warmup: int, repeats: int, device: torch.device,
            budget_s: float | None) -> list[float]:
-    """Seconds of each timed call of ``work`` after ``warmup`` untimed ones (sc_fast.timing's clock;
-    on a CPU at most ``budget_s`` of timed calls)."""
-    for _ in range(warmup):
-        work()
-    return time_steps(work, repeats, device, budget_s if device.type != "cuda" else None)
+    """Seconds of each timed call of ``work`` after ``warmup`` warm-up calls (sc_fast.timing's clock).
+    CUDA: the warm-up calls are untimed. CPU: every call is timed until ``budget_s`` is spent, and
+    the first ``warmup`` are dropped only where later calls remain: a fast product gets its warm-up
+    (the first calls wake the thread pool and fault in the output), a product of seconds (bf16
+    emulated on an AVX2 CPU) is not paid for twice."""
+    if device.type == "cuda":
+        for _ in range(warmup):
+            work()
+        return time_steps(work, repeats, device)
+    seconds = time_steps(work, warmup + repeats, device, budget_s)
+    return seconds[min(warmup, len(seconds) - 1):]
 
 
 def measure_matmul(device: torch.device, precision: str, n: int, repeats: int, warmup: int = 2,
@@ -198,13 +212,14 @@ def _write(path: Path, ceilings: Ceilings) -> None:
 def cached(device: torch.device, device_name: str, precisions: tuple[str, ...] | list[str], cache_dir: Path,
            plan: CeilingPlan, torch_version: str | None = None) -> Ceilings:
     """``measure``'s result from ``cache_dir`` when it holds one for this device name, torch version
-    (``torch.__version__`` unless given) and plan sizes; precisions it lacks are measured alone and
-    added to the file. Anything else (no file, another size, an unreadable file) measures afresh."""
+    (``torch.__version__`` unless given), plan sizes and ``METHOD``; precisions it lacks are measured
+    alone and added to the file. Anything else (no file, another size or method, an unreadable file)
+    measures afresh."""
     version = torch_version or torch.__version__
     path = cache_path(cache_dir, device_name, version)
     hit = _read(path)
-    if hit is None or (hit.device_name, hit.torch_version, hit.matmul_n, hit.copy_bytes) != (
-            device_name, version, plan.matmul_n, plan.copy_bytes):
+    if hit is None or (hit.device_name, hit.torch_version, hit.matmul_n, hit.copy_bytes, hit.method) != (
+            device_name, version, plan.matmul_n, plan.copy_bytes, METHOD):
         result = replace(measure(device, precisions, plan, device_name), torch_version=version)
     else:
         missing = [p for p in supported(device, precisions) if p not in hit.matmul_tflops]
