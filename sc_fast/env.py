@@ -65,6 +65,15 @@ def _driver() -> str | None:
         return None
 
 
+def _load() -> float | None:
+    """The machine's 1-minute load average when the record is made (runnable processes, this one
+    included once it computes); None where the OS has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def fingerprint(repo: Path | None = None) -> dict[str, Any]:
     gpus = _gpus()
     return {
@@ -82,6 +91,7 @@ def fingerprint(repo: Path | None = None) -> dict[str, Any]:
         "cpu_isa": cpu_isa(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "load_avg_1m": _load(),  # other jobs on the machine: beside one, a 2-core CPU measured 3x slower
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git": _git(repo or Path(__file__).resolve().parent.parent),

@@ -96,6 +96,9 @@ def test_run_folder_has_spec_files_and_columns(normal: tuple[Path, Path]) -> Non
     isa = env["env"]["cpu_isa"]
     assert isa and env["device_name"] == f"CPU {env['env']['cpu']} ({isa})"
     assert len(env["config"]["sha256"]) == 64 and "commit" in env["env"]["git"]
+    # how busy the machine was when the run started (a load, never a timing to assert on)
+    load = env["env"]["load_avg_1m"]
+    assert isinstance(load, float) and load >= 0
 
 
 def test_rows_measure_every_case_that_fits_the_device(normal: tuple[Path, Path]) -> None:

@@ -19,7 +19,7 @@ from sc_fast.env import fingerprint
 
 # what a saved benchmark needs beside it to be compared across machines (commit_info has git)
 MACHINE_KEYS = ("gpu", "gpu_count", "gpus", "driver", "cuda", "cudnn", "torch", "torchvision", "dali",
-                "cpu", "cpu_count", "torch_threads")
+                "cpu", "cpu_count", "torch_threads", "load_avg_1m")
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
