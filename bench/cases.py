@@ -323,12 +323,18 @@ class Measuring:
             self._write()
         if self.run.settings.trace:
             for live in (v for v in self.lives if v.work is not None and v.repeat_s):
-                live.profile = profile_case(live.work, live.case, self.run.where, self.run.settings.trace,
-                                            self.run.run_dir)
-                self.console.print(f"    {live.case.name}: {report.profile_text(*live.profile)}")
-            self._write()
+                self._profile(live)
         self._release()
         return self.tally()
+
+    def _profile(self, live: Live) -> None:
+        """--trace: the case's measured step under the profiler, in the case's own float32 math (the
+        last repeat was another case's: a tf32 case would be traced in IEEE math), written at once so
+        a time limit in the middle of the traces keeps those done."""
+        set_float32_math(live.case.precision)
+        live.profile = profile_case(live.work, live.case, self.run.where, self.run.settings.trace, self.run.run_dir)
+        self.console.print(f"    {live.case.name}: {report.profile_text(*live.profile)}")
+        self._write()
 
     def _guarded(self, live: Live, first: bool) -> None:
         """One case's turn in a round; a signal inside it leaves the folder saying what happened."""

@@ -6,9 +6,11 @@ are resolved from (docs/reference.md, "Defaults, and why").
   ResNet-56 step was ~10x slower than fp32 on this project's AVX2 machines, while an AVX512-BF16
   machine ran bf16 channels_last 1.7x faster than fp32 channels_last.
 - torch.compile: Inductor builds C++ (CPU) and Triton's launcher (GPU) at first use, so it needs a
-  C compiler and the Python headers; without them compilation fails minutes into a run.
+  C compiler and the Python headers, and on a GPU the triton package (torch's CUDA wheels require
+  it; a source build may lack it); without them compilation fails minutes into a run.
 """
 
+import importlib.util
 import os
 import shutil
 import sysconfig
@@ -42,9 +44,12 @@ def cpu_isa() -> str:
     return torch.backends.cpu.get_cpu_capability() + (f"+{bf16}" if native else "")
 
 
-def compile_missing() -> str | None:
-    """What torch.compile needs and this machine lacks (a C compiler, Python.h), or None."""
+def compile_missing(device_type: str = "cpu") -> str | None:
+    """What torch.compile needs for ``device_type`` and this machine lacks (a C compiler, Python.h,
+    Triton for CUDA), or None."""
     missing = []
+    if device_type == "cuda" and importlib.util.find_spec("triton") is None:
+        missing.append("Triton (the triton package, for GPU kernels)")
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     if not any(shutil.which(c) for c in (cc.split()[0], "cc", "gcc", "clang")):
         missing.append("a C compiler (cc, gcc or clang on PATH, or $CC)")
@@ -61,4 +66,4 @@ def probe(device: torch.device) -> Capabilities:
         native, isa = cpu_bf16()
         source = f"CPU bf16 instructions: {isa}"
     return Capabilities(device_type=device.type, native_bf16=native, bf16_source=source,
-                        compile_missing=compile_missing())
+                        compile_missing=compile_missing(device.type))

@@ -1,6 +1,7 @@
 """Execution defaults: "auto" resolved from what the device can do (capability probes substituted),
 and the torch.compile preflight (a compile mode that cannot build here is a one-line exit 2)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -59,6 +60,15 @@ def test_compile_preflight_finds_a_missing_compiler(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on an empty PATH
     monkeypatch.delenv("CC", raising=False)
     assert "a C compiler" in (compile_missing() or "")
+
+
+def test_compile_preflight_on_a_gpu_asks_for_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inductor writes GPU kernels in Triton: a CUDA compile without the package is refused up front
+    (a CPU compile does not need it)."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    assert "Triton" in (compile_missing("cuda") or "")
+    assert compile_missing("cpu") is None
 
 
 def test_cli_refuses_compile_without_a_compiler(tmp_path: Path) -> None:

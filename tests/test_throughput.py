@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from bench import cases as bench_cases
 from bench import cli
 from bench import config as config_mod
 from bench.cases import Settings, plan_cases
@@ -534,6 +536,54 @@ def test_sigterm_then_resume_measures_only_the_missing_cases(tmp_path: Path) -> 
     assert json.loads((run / "env.json").read_text())["state"] == "complete"
     assert cli.main(["throughput", "--resume", str(run)]) == 0  # nothing left: finishes again, measures nothing
     assert read_rows(run / "throughput.csv", ThroughputRow) == rows
+
+
+TF32_CASES = BASE_CASE + """
+[throughput.cases.t32]
+batch_size = {batch}
+precision = "tf32"
+channels_last = false
+"""
+
+
+def matmul_math() -> str:
+    matmul = torch.backends.cuda.matmul
+    return matmul.fp32_precision if hasattr(matmul, "fp32_precision") else "tf32" if matmul.allow_tf32 else "ieee"
+
+
+@pytest.fixture
+def float32_math_restored() -> Iterator[None]:
+    """A case's float32 math is process-wide: put back what the test found."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    new_api = hasattr(matmul, "fp32_precision")
+    saved = (matmul.fp32_precision, cudnn.conv.fp32_precision) if new_api else (matmul.allow_tf32, cudnn.allow_tf32)
+    yield
+    if new_api:
+        matmul.fp32_precision, cudnn.conv.fp32_precision = saved
+    else:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, float32_math_restored: None) -> None:
+    """--trace after three alternating rounds (base t32, t32 base, base t32): the last repeat left the
+    tf32 case's math in force, yet the IEEE baseline is traced in IEEE math. A signal while the
+    second case is traced (a time limit) ends the run with 130 and keeps the first case's profile."""
+    seen: list[str] = []
+
+    def profile_steps(*args: object, **kw: object) -> object:
+        seen.append(matmul_math())
+        if len(seen) == 2:
+            raise KeyboardInterrupt("signal 15")
+        return real(*args, **kw)
+
+    real = bench_cases.profile_steps
+    monkeypatch.setattr(bench_cases, "profile_steps", profile_steps)
+    config = write_config(tmp_path / "bench.toml", TF32_CASES.format(batch=4), steps=1, warmup=1, repeats=3)
+    assert throughput(config, tmp_path / "runs", "--trace", "1") == 130
+    assert seen == ["ieee", "tf32"]
+    run = only_run(tmp_path / "runs")
+    assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base"]
 
 
 def test_resume_refuses_plan_flags_other_folders_and_other_devices(normal: tuple[Path, Path], tmp_path: Path,

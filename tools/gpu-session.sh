@@ -9,7 +9,7 @@
 # Call 2 (carry .stage/data2), at once:  SC_FAST_GIT_COMMIT=<sha> bash tools/gpu-session.sh tta
 # Then here: tar -xzf <files_at>/results.tgz -C results/gpu (and the traces), commit with env.json.
 #
-# first  parks data1 in /tmp/parts; checks the machine (GPU, driver, torch, C compiler, Python.h);
+# first  parks data1 in /tmp/parts; checks the machine (GPU, driver, torch, Triton, C compiler, Python.h);
 #        the synthetic throughput matrix at batch 256 (every case traced) and at batch 2048.
 # tta    joins data1 + data2 into CIFAR-10 (md5-checked); `bench run --profile full` with the torch
 #        pipeline, seed by seed (every schedule of seed 0, then of seed 1, ...) until the budget
@@ -95,6 +95,7 @@ check() {
       --format=csv 2>&1; cc --version 2>&1 | head -1
     python3 -c 'import sysconfig, pathlib; p = pathlib.Path(sysconfig.get_paths()["include"], "Python.h"); print(p, p.is_file())'
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())'
+    python3 -c 'import triton; print("triton", triton.__version__)' 2>&1 | tail -1  # torch.compile's GPU kernels
     nproc; free -g | head -2
   } > "$RES/check.txt" 2>&1
   cat "$RES/check.txt"
