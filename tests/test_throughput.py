@@ -17,7 +17,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -546,33 +545,17 @@ channels_last = false
 """
 
 
-def matmul_math() -> str:
-    matmul = torch.backends.cuda.matmul
-    return matmul.fp32_precision if hasattr(matmul, "fp32_precision") else "tf32" if matmul.allow_tf32 else "ieee"
-
-
-@pytest.fixture
-def float32_math_restored() -> Iterator[None]:
-    """A case's float32 math is process-wide: put back what the test found."""
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    new_api = hasattr(matmul, "fp32_precision")
-    saved = (matmul.fp32_precision, cudnn.conv.fp32_precision) if new_api else (matmul.allow_tf32, cudnn.allow_tf32)
-    yield
-    if new_api:
-        matmul.fp32_precision, cudnn.conv.fp32_precision = saved
-    else:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
-
-
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
 def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, float32_math_restored: None) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """--trace after three alternating rounds (base t32, t32 base, base t32): the last repeat left the
     tf32 case's math in force, yet the IEEE baseline is traced in IEEE math. A signal while the
     second case is traced (a time limit) ends the run with 130 and keeps the first case's profile."""
-    seen: list[str] = []
+    matmul, conv, seen = torch.backends.cuda.matmul, torch.backends.cudnn.conv, []
+    saved = matmul.fp32_precision, conv.fp32_precision  # process-wide: put back after
 
     def profile_steps(*args: object, **kw: object) -> object:
-        seen.append(matmul_math())
+        seen.append(matmul.fp32_precision)
         if len(seen) == 2:
             raise KeyboardInterrupt("signal 15")
         return real(*args, **kw)
@@ -580,7 +563,10 @@ def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
     real = bench_cases.profile_steps
     monkeypatch.setattr(bench_cases, "profile_steps", profile_steps)
     config = write_config(tmp_path / "bench.toml", TF32_CASES.format(batch=4), steps=1, warmup=1, repeats=3)
-    assert throughput(config, tmp_path / "runs", "--trace", "1") == 130
+    try:
+        assert throughput(config, tmp_path / "runs", "--trace", "1") == 130
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = saved
     assert seen == ["ieee", "tf32"]
     run = only_run(tmp_path / "runs")
     assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base"]

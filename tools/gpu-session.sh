@@ -107,7 +107,7 @@ first() {
   check
   local cases=(--case baseline --case tf32 --case bf16-cl-eager --case compile-default --case cuda-graph)
   if (( cuda )); then
-    tp 115 b256 --batch-size 256 --trace 5 "${cases[@]}"  # ~115 s each: b256 (the headline) keeps 10 s over its estimate
+    tp 115 b256 --batch-size 256 --trace 5 "${cases[@]}"  # b256, the headline: ~115 s, 10 over its estimate; b2048 ~110
     tp 5 b2048 --batch-size 2048 "${cases[@]}"
   else  # stand-ins: the code path, not a measurement
     tp 5 b32 --device cpu --batch-size 32 --steps ${GPU_SESSION_CPU_STEPS:-2} --warmup 1 --repeats 1 --trace 1 \
