@@ -38,7 +38,7 @@ from bench.results import CurveRow, RunError, RunFolder, TrialRow, read_rows, ru
 from sc_fast import distributed
 from sc_fast.data import Cifar10, load
 from sc_fast.distributed import World
-from sc_fast.env import fingerprint
+from sc_fast.env import fingerprint, start_record
 from sc_fast.pipeline import make_pipeline
 from sc_fast.train import EvalPoint, Hooks, TrialOutcome, TrialState, float32_math, train_trial
 
@@ -362,7 +362,7 @@ def _new(req: TrialsRequest, where: Where, console: Console) -> Prepared:
     run_dir = new_folder(req.out, req.folder, where.device) if where.world.is_main else None
     return Prepared(Path(str(distributed.broadcast(str(run_dir)))), cfg, plan, data,
                     {"data_dir": str(data_dir), "overrides": dict(req.sets),
-                     "device_name": device_name(fingerprint(), where.device)})
+                     "device_name": device_name(fingerprint(), where.device), "starts": [start_record()]})
 
 
 def _reopen(req: TrialsRequest, where: Where, console: Console) -> Prepared | None:
@@ -384,7 +384,8 @@ def _reopen(req: TrialsRequest, where: Where, console: Console) -> Prepared | No
     cfg = config_mod.load(req.config or recorded_config(env))
     data = load(locate_data(cfg, req.data or env.get("data_dir")))
     console.print(f"resuming {run_dir}: {len(todo)} of {len(plan.pairs())} trials to run")
-    return Prepared(run_dir, cfg, plan, data, {})
+    # env.json's machine block is the first start's; each piece adds its own threads and load
+    return Prepared(run_dir, cfg, plan, data, {"starts": [*env.get("starts", []), start_record()]})
 
 
 def _where(req: TrialsRequest) -> Where:

@@ -5,6 +5,7 @@ import os
 import platform
 import subprocess
 import sys
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,14 @@ def fingerprint(repo: Path | None = None) -> dict[str, Any]:
         "git": _git(repo or Path(__file__).resolve().parent.parent),
         "command": sys.argv,
     }
+
+
+def start_record() -> dict[str, Any]:
+    """What can change between the pieces of one run (its first start and each ``--resume``): when
+    it started, the torch threads and the load beside it, and the command. ``fingerprint`` is the
+    first start's alone; a piece with two threads after one with one trains at another speed."""
+    return {"utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "torch_threads": torch.get_num_threads(), "load_avg_1m": _load(), "command": sys.argv}
 
 
 def device_slug(device: torch.device) -> str:

@@ -236,13 +236,19 @@ def test_signal_keeps_finished_trials_and_resume_runs_the_rest(
     assert_clean_curves(run_dir)
     assert_whole_files(run_dir)
     assert env_of(run_dir)["state"] == "complete"
+    # each piece's threads and load are recorded, the first start's and the resume's, in order
+    starts = env_of(run_dir)["starts"]
+    assert len(starts) == 2 and starts[0]["command"][1:2] == ["run"]  # the resume ran in-process here
+    assert all(isinstance(s["torch_threads"], int) and s["torch_threads"] >= 1 for s in starts)
+    assert starts[0]["utc"] <= starts[1]["utc"]
 
     # A complete run: nothing to do, exit 0, results untouched.
-    trials_csv = (run_dir / "trials.csv").read_bytes()
+    trials_csv, env_json = (run_dir / "trials.csv").read_bytes(), (run_dir / "env.json").read_bytes()
     rc, stdout, err = run_main(capsys, "run", "--resume", run_dir)
     assert rc == 0, err
     assert "nothing to do" in stdout
     assert (run_dir / "trials.csv").read_bytes() == trials_csv
+    assert (run_dir / "env.json").read_bytes() == env_json
 
 
 def test_sigkill_at_any_moment_leaves_only_whole_files(
