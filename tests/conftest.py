@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import pytest
+import torch
 
 from sc_fast.data import Cifar10, DataError, load, locate
 
@@ -26,3 +27,15 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
+
+
+@pytest.fixture
+def float32_math() -> Iterator[None]:
+    """For tests that set or read torch's float32 math (``fp32_precision``, torch >= 2.9): a
+    process-wide setting, put back after the test whatever it did; skipped on older torch."""
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("torch < 2.9: no fp32_precision")
+    saved = matmul.fp32_precision, conv.fp32_precision
+    yield
+    matmul.fp32_precision, conv.fp32_precision = saved

@@ -39,25 +39,19 @@ def test_tf32_cannot_be_measured_on_a_cpu() -> None:
         measure(CPU, ("fp8",), TINY)
 
 
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
 @pytest.mark.parametrize("before", ["tf32", "ieee"])
-def test_the_tf32_setting_is_restored(before: str) -> None:
+def test_the_tf32_setting_is_restored(before: str, float32_math: None) -> None:
     matmul = torch.backends.cuda.matmul
-    saved = matmul.fp32_precision
     matmul.fp32_precision = before
-    try:
-        with tf32_matmul(before == "ieee"):
-            assert matmul.fp32_precision == ("tf32" if before == "ieee" else "ieee")
-        assert matmul.fp32_precision == before
-        with pytest.raises(RuntimeError), tf32_matmul(before == "ieee"):
-            raise RuntimeError("a failed measurement")
-        assert matmul.fp32_precision == before
-    finally:
-        matmul.fp32_precision = saved
+    with tf32_matmul(before == "ieee"):
+        assert matmul.fp32_precision == ("tf32" if before == "ieee" else "ieee")
+    assert matmul.fp32_precision == before
+    with pytest.raises(RuntimeError), tf32_matmul(before == "ieee"):
+        raise RuntimeError("a failed measurement")
+    assert matmul.fp32_precision == before
 
 
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
-def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch, float32_math: None) -> None:
     """Whatever the process had set, the fp32 product runs with IEEE float32 math, and the setting is
     put back after."""
     matmul, seen, mm = torch.backends.cuda.matmul, [], torch.mm
@@ -67,13 +61,9 @@ def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch) -> None
         return mm(*args, **kwargs)
 
     monkeypatch.setattr(torch, "mm", spy)
-    saved = matmul.fp32_precision
     matmul.fp32_precision = "tf32"
-    try:
-        assert measure_matmul(CPU, "fp32", 32, repeats=2, warmup=1) > 0
-        assert seen == ["ieee"] * 3 and matmul.fp32_precision == "tf32"
-    finally:
-        matmul.fp32_precision = saved
+    assert measure_matmul(CPU, "fp32", 32, repeats=2, warmup=1) > 0
+    assert seen == ["ieee"] * 3 and matmul.fp32_precision == "tf32"
 
 
 def test_a_cpu_budget_stops_the_repeats_early() -> None:

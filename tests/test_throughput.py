@@ -545,14 +545,12 @@ channels_last = false
 """
 
 
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"), reason="torch < 2.9")
 def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, float32_math: None) -> None:
     """--trace after three alternating rounds (base t32, t32 base, base t32): the last repeat left the
     tf32 case's math in force, yet the IEEE baseline is traced in IEEE math. A signal while the
     second case is traced (a time limit) ends the run with 130 and keeps the first case's profile."""
-    matmul, conv, seen = torch.backends.cuda.matmul, torch.backends.cudnn.conv, []
-    saved = matmul.fp32_precision, conv.fp32_precision  # process-wide: put back after
+    matmul, seen = torch.backends.cuda.matmul, []
 
     def profile_steps(*args: object, **kw: object) -> object:
         seen.append(matmul.fp32_precision)
@@ -563,10 +561,7 @@ def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
     real = bench_cases.profile_steps
     monkeypatch.setattr(bench_cases, "profile_steps", profile_steps)
     config = write_config(tmp_path / "bench.toml", TF32_CASES.format(batch=4), steps=1, warmup=1, repeats=3)
-    try:
-        assert throughput(config, tmp_path / "runs", "--trace", "1") == 130
-    finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
+    assert throughput(config, tmp_path / "runs", "--trace", "1") == 130
     assert seen == ["ieee", "tf32"]
     run = only_run(tmp_path / "runs")
     assert [p.case for p in read_rows(run / "profile.csv", ProfileRow)] == ["base"]
