@@ -3,13 +3,14 @@
 On a GPU ``compile = "auto"`` compiles wherever a toolchain is found. On a CPU it depends on the CPU:
 on an AVX2 AMD EPYC `compile-default` ran 1.03x its eager twin after 84 s of compiling (fp32
 channels_last, batch 512, 2 cores beside a training run), on an Intel Xeon with AMX 552 img/s
-against 442-446 eager (1.25x). So on a CPU ``auto`` follows the last measurement of this device (its
-name carries the ISA) and torch version: a throughput run that measured the ``compile-default`` case
-and its eager twin (same precision, memory format and batch, compile off) records the speedup and
-what compiling cost (the difference of their warm-ups; the largest seen, since inductor's cache
-makes a repeat cheap) in the user cache. A run then compiles when the training it is about to do is
-long enough to repay it twice over at that speedup, and its start-up line says so; without a
-measurement it runs eagerly and says which cases would measure it.
+against 442-446 eager (1.25x), on an idle AMD EPYC with AVX512-BF16 0.96x its bf16 twin after 97 s.
+So on a CPU ``auto`` follows the last measurement of this device (its name carries the ISA) and
+torch version: a throughput run that measured the ``compile-default`` case and its eager twin
+(same precision, memory format and batch, compile off) records the speedup and what compiling cost
+(the difference of their warm-ups; the largest seen, since inductor's cache makes a repeat cheap)
+in the user cache. A run then compiles when the training it is about to do is long enough to repay
+it twice over at that speedup, and its start-up line says so; without a measurement it runs
+eagerly and says which cases would measure it.
 """
 
 import json
