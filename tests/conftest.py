@@ -30,7 +30,7 @@ def _own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture
-def float32_math() -> Iterator[None]:
+def restores_fp32_precision() -> Iterator[None]:
     """For tests that set or read torch's float32 math (``fp32_precision``, torch >= 2.9): a
     process-wide setting, put back after the test whatever it did; skipped on older torch."""
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv

@@ -40,7 +40,7 @@ def test_tf32_cannot_be_measured_on_a_cpu() -> None:
 
 
 @pytest.mark.parametrize("before", ["tf32", "ieee"])
-def test_the_tf32_setting_is_restored(before: str, float32_math: None) -> None:
+def test_the_tf32_setting_is_restored(before: str, restores_fp32_precision: None) -> None:
     matmul = torch.backends.cuda.matmul
     matmul.fp32_precision = before
     with tf32_matmul(before == "ieee"):
@@ -51,7 +51,7 @@ def test_the_tf32_setting_is_restored(before: str, float32_math: None) -> None:
     assert matmul.fp32_precision == before
 
 
-def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch, float32_math: None) -> None:
+def test_fp32_matmuls_run_with_tf32_off(monkeypatch: pytest.MonkeyPatch, restores_fp32_precision: None) -> None:
     """Whatever the process had set, the fp32 product runs with IEEE float32 math, and the setting is
     put back after."""
     matmul, seen, mm = torch.backends.cuda.matmul, [], torch.mm

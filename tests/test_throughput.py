@@ -546,7 +546,7 @@ channels_last = false
 
 
 def test_traces_run_in_their_case_s_float32_math_and_are_kept_as_each_finishes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, float32_math: None) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restores_fp32_precision: None) -> None:
     """--trace after three alternating rounds (base t32, t32 base, base t32): the last repeat left the
     tf32 case's math in force, yet the IEEE baseline is traced in IEEE math. A signal while the
     second case is traced (a time limit) ends the run with 130 and keeps the first case's profile."""
