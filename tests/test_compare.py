@@ -118,6 +118,23 @@ def test_trial_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and row_of(out, "1cycle")[-1] == "target differs"
 
 
+
+def test_many_runs_get_a_row_per_trial_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # seeds of one schedule per folder, as CPU sessions make them: side by side they would be 3
+    # columns per run, so beyond three runs each (trial, run) is a row and absent pairs have none
+    runs = [trial_run(tmp_path / "a", "CPU", {"1cycle": [100.0, 120.0]}),
+            trial_run(tmp_path / "b", "CPU", {"clr": [300.0]}),
+            trial_run(tmp_path / "c", "CPU", {"1cycle": [50.0]}),
+            trial_run(tmp_path / "d", "CPU", {"clr": [None]})]
+    code, out, _ = compare(capsys, *runs)
+    assert code == 0 and "median s #2" not in out
+    cells = ([c.strip() for c in ln.strip().strip("│").split("│")] for ln in out.splitlines())
+    assert [r for r in cells if r[0] in ("1cycle", "clr")] == [
+        ["1cycle", "#1", "2/2", "110.0", "900", "-", ""],
+        ["1cycle", "#3", "1/1", "50.0", "900", "0.45", ""],
+        ["clr", "#2", "1/1", "300.0", "900", "-", ""],
+        ["clr", "#4", "0/1", "-", "-", "-", ""]]
+
 def with_curve(run: Path, trial: str, accs: list[float]) -> Path:
     write_rows(run / "curves.csv", [CurveRow(
         run_id=run.name, trial=trial, seed=0, step=100 * i, epoch=i / 2, lr=0.1, momentum=0.9, train_loss=1.0,

@@ -2,12 +2,13 @@
 
 Reads result files only (env.json plus trials.csv or throughput.csv), so runs made elsewhere can
 be copied in and compared. ``run`` folders: per trial, reach rate and median time-to-target per
-run, and the time ratio against the first run (below 1: faster). ``throughput`` folders: img/s
-per case per run and the ratio against the first run (above 1: faster), then the achieved TFLOP/s
-and MFU per run when any of them recorded those ('-' for the runs from before). Folders of both kinds
-may be mixed; each kind gets its own table and its own first run. Anything else, or a damaged
-folder, is a RunError (exit 2). ``--plot FILE`` draws the run folders' test-accuracy curves on one
-figure: schedules run in separate folders (one per session on a CPU) seen together.
+run, and the time ratio against the first run (below 1: faster), as a row per trial and run
+beyond WIDE_RUNS runs. ``throughput`` folders: img/s per case per run and the ratio against the
+first run (above 1: faster), then the achieved TFLOP/s and MFU per run when any of them recorded
+those ('-' for the runs from before). Folders of both kinds may be mixed; each kind gets its own
+table and its own first run. Anything else, or a damaged folder, is a RunError (exit 2).
+``--plot FILE`` draws the run folders' test-accuracy curves on one figure: schedules run in
+separate folders (one per session on a CPU) seen together.
 """
 
 import argparse
@@ -28,6 +29,9 @@ from bench.runs import ROWS, RunRecord, read_run
 
 HELP = "put runs from different GPUs or commits side by side"
 PARENTS = ()
+# more `run` folders than this: the time-to-target table gets a row per trial and run instead of
+# three columns per run (eleven runs side by side are 45 columns, every cell an ellipsis)
+WIDE_RUNS = 3
 SETUP = ("pipeline", "precision", "channels_last", "compile", "batch_size", "model")
 # what a throughput run achieved beside its img/s (bench/results.py ThroughputRow; older runs lack them)
 ACHIEVED = {"tflops": "TFLOP/s", "mfu": "MFU"}
@@ -93,6 +97,21 @@ def trials_side_by_side(runs: list[ComparedRun]) -> pd.DataFrame:
     targets = pd.concat([r.rows[["trial", "target_acc"]] for r in runs]).groupby("trial").target_acc.nunique()
     wide["note"] = ["target differs" if targets.get(t, 1) > 1 else "" for t in wide.index]
     return wide
+
+
+def trials_one_per_row(runs: list[ComparedRun]) -> pd.DataFrame:
+    """trials_side_by_side with a row per trial and run (index trial; a run without the trial has
+    no row): the same numbers, readable for many runs."""
+    wide, first = trials_side_by_side(runs), runs[0].label
+    columns = ["trial", "run", "reached", "time_to_target_s", "steps_to_target", f"time /{first}", "note"]
+    rows = []
+    for trial, w in wide.iterrows():
+        for r in runs:
+            if pd.isna(w[f"reached {r.label}"]):
+                continue
+            rows.append([trial, r.label, w[f"reached {r.label}"], w[f"time_to_target_s {r.label}"],
+                         w[f"steps_to_target {r.label}"], w.get(f"time {r.label}/{first}", float("nan")), w["note"]])
+    return pd.DataFrame(rows, columns=columns).set_index("trial")
 
 
 def throughput_side_by_side(runs: list[ComparedRun]) -> pd.DataFrame:
@@ -216,9 +235,9 @@ def main(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--plot draws test accuracy: give it `run` or `suite` folders")
     print_wide(console, legend(runs))
     if trials:
-        print_wide(console, table_of(trials_side_by_side(trials), "time to target: reached seeds and median "
-                                     f"seconds and steps; a time ratio below 1 is faster than {trials[0].label}",
-                                     "trial"))
+        joined = trials_side_by_side(trials) if len(trials) <= WIDE_RUNS else trials_one_per_row(trials)
+        print_wide(console, table_of(joined, "time to target: reached seeds and median seconds and steps; "
+                                     f"a time ratio below 1 is faster than {trials[0].label}", "trial"))
         if args.plot:
             args.plot.parent.mkdir(parents=True, exist_ok=True)
             plot_runs(trials, args.plot, args.caption or "")
