@@ -118,7 +118,6 @@ def test_trial_runs_side_by_side(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert code == 0 and row_of(out, "1cycle")[-1] == "target differs"
 
 
-
 def test_many_runs_get_a_row_per_trial_and_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # seeds of one schedule per folder, as CPU sessions make them: side by side they would be 3
     # columns per run, so beyond three runs each (trial, run) is a row and absent pairs have none
@@ -134,6 +133,7 @@ def test_many_runs_get_a_row_per_trial_and_run(tmp_path: Path, capsys: pytest.Ca
         ["1cycle", "#3", "1/1", "50.0", "900", "0.45", ""],
         ["clr", "#2", "1/1", "300.0", "900", "-", ""],
         ["clr", "#4", "0/1", "-", "-", "-", ""]]
+
 
 def with_curve(run: Path, trial: str, accs: list[float]) -> Path:
     write_rows(run / "curves.csv", [CurveRow(
